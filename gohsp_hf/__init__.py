@@ -1,0 +1,44 @@
+"""gohsp_hf: GOHSP structured pruning for Hugging Face ViT/DeiT models.
+
+Importing the package registers the pruned architecture with the Auto classes, so
+`AutoModelForImageClassification.from_pretrained(pruned_dir)` works without `trust_remote_code`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+from .configuration_gohsp_vit import GOHSPViTConfig
+from .counting import count_flops, count_parameters, model_cost
+from .export import export_pruned_model, pruned_config, save_pruned_model
+from .model_utils import SUPPORTED_MODELS, ModelDims, model_dims
+from .modeling_gohsp_vit import GOHSPViTForImageClassification, GOHSPViTModel, GOHSPViTPreTrainedModel
+from .structure import LayerStructure, PrunedStructure, apply_masks
+
+__version__ = "0.1.0"
+
+AutoConfig.register(GOHSPViTConfig.model_type, GOHSPViTConfig)
+AutoModel.register(GOHSPViTConfig, GOHSPViTModel)
+AutoModelForImageClassification.register(GOHSPViTConfig, GOHSPViTForImageClassification)
+# Saving then copies the two model files next to the weights and writes `auto_map`, so a folder loads
+# with `trust_remote_code=True` on a machine without gohsp_hf.
+GOHSPViTConfig.register_for_auto_class()
+GOHSPViTModel.register_for_auto_class("AutoModel")
+GOHSPViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "GOHSPViTConfig",
+    "GOHSPViTForImageClassification",
+    "GOHSPViTModel",
+    "GOHSPViTPreTrainedModel",
+    "LayerStructure",
+    "ModelDims",
+    "PrunedStructure",
+    "SUPPORTED_MODELS",
+    "apply_masks",
+    "count_flops",
+    "count_parameters",
+    "export_pruned_model",
+    "model_cost",
+    "model_dims",
+    "pruned_config",
+    "save_pruned_model",
+]

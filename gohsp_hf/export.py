@@ -1,0 +1,169 @@
+"""Hard pruning: slice a (masked) dense ViT/DeiT into a physically smaller `GOHSPViTForImageClassification`.
+
+GOHSP stage 3 (paper: "the pruned weights ... are removed"): every kept group is copied, every pruned group
+is dropped, and the softmax scale of the dense model is kept (HF_NOTES item 7), so the exported model gives
+the masked dense model's logits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .configuration_gohsp_vit import GOHSPViTConfig
+from .model_utils import base_model_prefix, model_variant
+from .modeling_gohsp_vit import GOHSPViTForImageClassification
+from .structure import PrunedStructure
+
+# Source config attributes that the pruned architecture keeps as they are.
+_COPIED_CONFIG_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "initializer_range",
+    "layer_norm_eps",
+    "image_size",
+    "patch_size",
+    "num_channels",
+    "qkv_bias",
+    "id2label",
+    "label2id",
+)
+
+
+def pruned_config(model: nn.Module, structure: PrunedStructure, provenance: dict | None = None) -> GOHSPViTConfig:
+    """The `GOHSPViTConfig` of `model` pruned to `structure`."""
+    source = model.config
+    sizes = structure.sizes()
+    return GOHSPViTConfig(
+        variant=model_variant(model),
+        num_attention_heads=[s["heads"] for s in sizes],
+        qk_head_dim=[s["qk_dim"] for s in sizes],
+        v_head_dim=[s["v_dim"] for s in sizes],
+        intermediate_size=[s["mlp"] for s in sizes],
+        original_head_dim=structure.dims.head_dim,
+        gohsp_provenance={"source_model": source.name_or_path or source.model_type, **(provenance or {})},
+        **{key: getattr(source, key) for key in _COPIED_CONFIG_KEYS},
+    )
+
+
+@torch.no_grad()
+def export_pruned_model(
+    model: nn.Module, structure: PrunedStructure, provenance: dict | None = None
+) -> GOHSPViTForImageClassification:
+    """Physically remove the pruned groups of a ViT/DeiT and return the smaller model.
+
+    Args:
+        model: a `ViTForImageClassification`, `DeiTForImageClassification` or
+            `DeiTForImageClassificationWithTeacher` (masked or not: pruned groups are dropped either way).
+        structure: what to keep in each block.
+        provenance: facts to record in `config.gohsp_provenance` (method, target and measured sparsity...).
+
+    Returns:
+        A `GOHSPViTForImageClassification` whose logits equal those of `apply_masks(model, structure)`.
+
+    Example:
+
+    ```python
+    >>> from transformers import ViTConfig, ViTForImageClassification
+    >>> from gohsp_hf import PrunedStructure, export_pruned_model
+    >>> dense = ViTForImageClassification(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+    ...                                             intermediate_size=128, image_size=32, patch_size=8))
+    >>> structure = PrunedStructure.from_model(dense)
+    >>> structure.layers[0].heads = [1, 3]
+    >>> export_pruned_model(dense, structure).config.num_attention_heads
+    [2, 4]
+    ```
+    """
+    structure.validate_for(model)
+    config = pruned_config(model, structure, provenance)
+    config._attn_implementation = model.config._attn_implementation
+    pruned = GOHSPViTForImageClassification(config).to(dtype=next(model.parameters()).dtype)
+    pruned.load_state_dict(_sliced_state_dict(model, structure), strict=True)
+    return pruned.train(model.training)
+
+
+def _sliced_state_dict(model: nn.Module, structure: PrunedStructure) -> dict[str, torch.Tensor]:
+    """The dense state dict with each block's tensors index-selected, renamed to the `vit.` prefix."""
+    prefix = base_model_prefix(model)
+    head_dim = structure.dims.head_dim
+    state = {}
+    for name, tensor in model.state_dict().items():
+        state["vit." + name[len(prefix) + 1 :] if name.startswith(prefix + ".") else name] = tensor
+    for i, layer in enumerate(structure.layers):
+        qk_rows = torch.tensor([h * head_dim + j for h in layer.heads for j in layer.qk_dims])
+        v_rows = torch.tensor([h * head_dim + j for h in layer.heads for j in layer.v_dims])
+        neurons = torch.tensor(layer.mlp)
+        rows = {"q_proj": qk_rows, "k_proj": qk_rows, "v_proj": v_rows}
+        block = f"vit.layers.{i}"
+        for proj, index in rows.items():
+            for param in ("weight", "bias"):
+                key = f"{block}.attention.{proj}.{param}"
+                if key in state:  # no q/k/v bias when qkv_bias=False
+                    state[key] = state[key].index_select(0, index)
+        state[f"{block}.attention.o_proj.weight"] = state[f"{block}.attention.o_proj.weight"].index_select(1, v_rows)
+        state[f"{block}.mlp.fc1.weight"] = state[f"{block}.mlp.fc1.weight"].index_select(0, neurons)
+        state[f"{block}.mlp.fc1.bias"] = state[f"{block}.mlp.fc1.bias"].index_select(0, neurons)
+        state[f"{block}.mlp.fc2.weight"] = state[f"{block}.mlp.fc2.weight"].index_select(1, neurons)
+    return {key: value.clone() for key, value in state.items()}
+
+
+def save_pruned_model(
+    model: GOHSPViTForImageClassification,
+    save_directory: str | os.PathLike,
+    image_processor=None,
+    structure: PrunedStructure | None = None,
+    **save_kwargs,
+) -> Path:
+    """Save a pruned model (safetensors, config, custom code) atomically, with its processor and structure.
+
+    Everything is written into a temporary folder next to `save_directory`, which then replaces it in one
+    rename, so `save_directory` always holds either the previous complete save or the new complete save.
+
+    Args:
+        model: the pruned model.
+        save_directory: the folder to write; an existing one is replaced only once the new save is complete.
+        image_processor: saved alongside, so `pipeline("image-classification", model=save_directory)` works.
+        structure: saved as `gohsp_structure.json`, the indices of the dense groups that were kept.
+        save_kwargs: passed to `save_pretrained`.
+    """
+    target = Path(save_directory).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Re-register here too: a model loaded through local registration would otherwise save a stale auto_map.
+    type(model.config).register_for_auto_class()
+    type(model).register_for_auto_class("AutoModelForImageClassification")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(staging, **save_kwargs)
+        if image_processor is not None:
+            image_processor.save_pretrained(staging)
+        if structure is not None:
+            structure.save(staging)
+        _replace_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _replace_directory(new: Path, target: Path) -> None:
+    """Move `new` to `target`; an old `target` is moved aside first and removed only after the swap."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / target.name)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old / target.name, target)  # put the previous save back
+        raise
+    finally:
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,213 @@
+"""What survives pruning in each block, and the masks that zero everything else in a dense model.
+
+A `PrunedStructure` lists, for every block of a ViT/DeiT, the kept heads, the kept query/key dimensions and
+value dimensions (shared by all kept heads of the block, see GOHSP_SPEC "What can be pruned"), and the kept
+MLP neurons. It converts to and from masks and JSON; `apply_masks` turns a dense model into the "masked
+model", an ordinary ViT/DeiT whose pruned groups are zero.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .model_utils import ModelDims, block_modules, model_dims
+
+STRUCTURE_FILE = "gohsp_structure.json"
+
+
+@dataclass
+class LayerStructure:
+    """Kept groups of one block, as sorted indices into the dense block.
+
+    Args:
+        heads: kept heads, in `range(num_heads)`.
+        qk_dims: kept query/key dimensions of every kept head, in `range(head_dim)`.
+        v_dims: kept value dimensions of every kept head, in `range(head_dim)`.
+        mlp: kept MLP neurons, in `range(intermediate_size)`.
+    """
+
+    heads: list[int]
+    qk_dims: list[int]
+    v_dims: list[int]
+    mlp: list[int]
+
+    def __post_init__(self):
+        for name in ("heads", "qk_dims", "v_dims", "mlp"):
+            setattr(self, name, sorted(int(i) for i in getattr(self, name)))
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"heads": len(self.heads), "qk_dim": len(self.qk_dims), "v_dim": len(self.v_dims), "mlp": len(self.mlp)}
+
+
+@dataclass
+class PrunedStructure:
+    """The per-block structure of a pruned ViT/DeiT, with the dense sizes it indexes into.
+
+    Example:
+
+    ```python
+    >>> from gohsp_hf import PrunedStructure
+    >>> from gohsp_hf.model_utils import ModelDims
+    >>> dims = ModelDims(hidden_size=64, num_layers=2, num_heads=4, head_dim=16, intermediate_size=128)
+    >>> s = PrunedStructure.dense(dims)
+    >>> s.layers[0].heads = [0, 2]
+    >>> PrunedStructure.from_json(s.to_json()).layers[0].heads
+    [0, 2]
+    ```
+    """
+
+    dims: ModelDims
+    layers: list[LayerStructure] = field(default_factory=list)
+
+    @classmethod
+    def dense(cls, dims: ModelDims) -> PrunedStructure:
+        """The structure that keeps everything."""
+        full = LayerStructure(
+            list(range(dims.num_heads)),
+            list(range(dims.head_dim)),
+            list(range(dims.head_dim)),
+            list(range(dims.intermediate_size)),
+        )
+        return cls(dims, [LayerStructure(**asdict(full)) for _ in range(dims.num_layers)])
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> PrunedStructure:
+        return cls.dense(model_dims(model))
+
+    # -- masks ----------------------------------------------------------------------------------
+    def to_masks(self) -> list[dict[str, torch.Tensor]]:
+        """One dict of boolean group masks per block: `head` (H,), `qk` (d_h,), `v` (d_h,), `mlp` (I,)."""
+        d = self.dims
+        masks = []
+        for layer in self.layers:
+            masks.append(
+                {
+                    "head": _index_mask(layer.heads, d.num_heads),
+                    "qk": _index_mask(layer.qk_dims, d.head_dim),
+                    "v": _index_mask(layer.v_dims, d.head_dim),
+                    "mlp": _index_mask(layer.mlp, d.intermediate_size),
+                }
+            )
+        return masks
+
+    @classmethod
+    def from_masks(cls, dims: ModelDims, masks: list[dict[str, torch.Tensor]]) -> PrunedStructure:
+        """Inverse of `to_masks`; the structure is validated against `dims`."""
+        layers = [
+            LayerStructure(*(torch.as_tensor(m[k]).nonzero().flatten().tolist() for k in ("head", "qk", "v", "mlp")))
+            for m in masks
+        ]
+        structure = cls(dims, layers)
+        structure.validate()
+        return structure
+
+    def parameter_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Element masks (same shape as the parameter, 1 = kept) for every prunable tensor of `model`."""
+        self.validate_for(model)
+        masks = {}
+        for group, (prefix, block) in zip(self.to_masks(), block_modules(model)):
+            params = dict(block.named_parameters())
+            for name, mask in block_parameter_masks(group).items():
+                if name in params:  # q/k/v biases are absent when qkv_bias=False
+                    masks[f"{prefix}.{name}"] = mask.to(params[name].dtype).expand_as(params[name]).clone()
+        return masks
+
+    # -- checks ---------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise a `ValueError` unless every block keeps at least one of each group and indices are in range."""
+        d = self.dims
+        if len(self.layers) != d.num_layers:
+            raise ValueError(f"The structure has {len(self.layers)} blocks but the model has {d.num_layers}.")
+        limits = {"heads": d.num_heads, "qk_dims": d.head_dim, "v_dims": d.head_dim, "mlp": d.intermediate_size}
+        for i, layer in enumerate(self.layers):
+            for name, limit in limits.items():
+                indices = getattr(layer, name)
+                if not indices:
+                    raise ValueError(f"Block {i} keeps no {name}; every block must keep at least one.")
+                if min(indices) < 0 or max(indices) >= limit or len(set(indices)) != len(indices):
+                    raise ValueError(
+                        f"Block {i}: {name} indices must be distinct and in range(0, {limit}), got {indices}."
+                    )
+
+    def validate_for(self, model: nn.Module) -> None:
+        """`validate`, plus a check that the structure was made for this model's sizes."""
+        dims = model_dims(model)
+        if dims != self.dims:
+            raise ValueError(f"The structure was made for a model with {self.dims}, but this model has {dims}.")
+        self.validate()
+
+    # -- summaries ------------------------------------------------------------------------------
+    def sizes(self) -> list[dict[str, int]]:
+        """Per-block kept counts: heads, qk_dim, v_dim and mlp."""
+        return [layer.sizes for layer in self.layers]
+
+    # -- serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"dims": asdict(self.dims), "layers": [asdict(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PrunedStructure:
+        structure = cls(ModelDims(**data["dims"]), [LayerStructure(**layer) for layer in data["layers"]])
+        structure.validate()
+        return structure
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> PrunedStructure:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / STRUCTURE_FILE
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PrunedStructure:
+        return cls.from_json((Path(directory) / STRUCTURE_FILE).read_text())
+
+
+def block_parameter_masks(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Broadcastable element masks of one block's prunable tensors, from its group masks.
+
+    Rows of q/k/v are laid out head by head (`h * head_dim + j`), so a row survives when its head and its
+    dimension both survive. o_proj's input columns follow v; fc1's rows and fc2's columns follow the neurons.
+    """
+    head = group["head"].float()
+    qk_rows = torch.outer(head, group["qk"].float()).flatten()  # (H * d_h,)
+    v_rows = torch.outer(head, group["v"].float()).flatten()  # (H * d_h,)
+    mlp = group["mlp"].float()  # (I,)
+    return {
+        "attention.q_proj.weight": qk_rows[:, None],
+        "attention.q_proj.bias": qk_rows,
+        "attention.k_proj.weight": qk_rows[:, None],
+        "attention.k_proj.bias": qk_rows,
+        "attention.v_proj.weight": v_rows[:, None],
+        "attention.v_proj.bias": v_rows,
+        "attention.o_proj.weight": v_rows[None, :],
+        "mlp.fc1.weight": mlp[:, None],
+        "mlp.fc1.bias": mlp,
+        "mlp.fc2.weight": mlp[None, :],
+    }
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, structure: PrunedStructure) -> nn.Module:
+    """Zero every pruned group of a dense ViT/DeiT in place and return it (the "masked model")."""
+    params = dict(model.named_parameters())
+    for name, mask in structure.parameter_masks(model).items():
+        params[name].mul_(mask)
+    return model
+
+
+def _index_mask(indices: list[int], size: int) -> torch.Tensor:
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[list(indices)] = True
+    return mask

@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="gohsp_hf",
+    version="0.1.0",
+    description="GOHSP heterogeneous structured pruning for Hugging Face ViT/DeiT models",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["gohsp_hf", "gohsp_hf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # Install torch first (`pip install torch==2.13.0` for the CPU build) so pip does not pull a CUDA build.
+        "torch>=2.4",
+        "transformers>=5,<6",
+        "accelerate>=1.0",
+        "datasets>=3.0",
+        "evaluate>=0.4",
+        "peft>=0.14",
+        "safetensors>=0.4",
+        "huggingface_hub>=1.0",
+        "pillow",
+        "numpy",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff", "scikit-learn"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

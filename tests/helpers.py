@@ -1,0 +1,39 @@
+"""Running Python in a fresh process, optionally one where gohsp_hf cannot be imported."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+# Prepended to a script to make `import gohsp_hf` fail, as on a machine where it is not installed.
+BLOCK_GOHSP = """
+import sys
+sys.path = [p for p in sys.path if p and not p.startswith({repo!r})]
+sys.modules["gohsp_hf"] = None  # `import gohsp_hf` now raises ImportError
+"""
+
+REPO = str(Path(__file__).resolve().parents[1])
+
+
+# Defines `emit(obj)`, which hands a JSON-able result back to the test.
+EMIT = """
+def emit(obj):
+    import json
+    with open("result.json", "w") as f:
+        json.dump(obj, f)
+"""
+
+
+def run_python(script: str, tmp_path: Path, without_gohsp: bool = False, timeout: int = 300):
+    """Run `script` in a new interpreter (isolated mode, cwd `tmp_path`); return what it passed to `emit`."""
+    code = EMIT + textwrap.dedent(script)
+    if without_gohsp:
+        code = BLOCK_GOHSP.format(repo=REPO) + code
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"subprocess failed:\n{result.stdout}\n{result.stderr}"
+    return json.loads((tmp_path / "result.json").read_text())

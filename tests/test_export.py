@@ -1,0 +1,114 @@
+"""Masked dense model == exported pruned model, for every supported variant and attention backend."""
+
+import copy
+
+import pytest
+import torch
+from conftest import MODEL_CLASSES, make_model, uneven_structure
+
+from gohsp_hf import (
+    GOHSPViTForImageClassification,
+    PrunedStructure,
+    apply_masks,
+    count_flops,
+    count_parameters,
+    export_pruned_model,
+)
+
+TOL = dict(atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", list(MODEL_CLASSES))
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_masked_model_equals_exported(variant, attn, pixel_values):
+    dense = make_model(variant)
+    dense.set_attn_implementation(attn)
+    structure = uneven_structure(dense)
+    masked = apply_masks(copy.deepcopy(dense), structure)
+    pruned = export_pruned_model(masked, structure).eval()
+
+    assert isinstance(pruned, GOHSPViTForImageClassification)
+    assert pruned.config._attn_implementation == attn
+    assert pruned.config.num_attention_heads == [1, 2, 3]
+    assert pruned.config.qk_head_dim == [5, 16, 9]
+    assert pruned.config.v_head_dim == [11, 3, 16]
+    assert pruned.config.intermediate_size == [37, 96, 1]
+    with torch.no_grad():
+        expected, got = masked(pixel_values), pruned(pixel_values)
+    torch.testing.assert_close(got.logits, expected.logits, **TOL)
+    if variant == "deit_with_teacher":
+        torch.testing.assert_close(got.cls_logits, expected.cls_logits, **TOL)
+        torch.testing.assert_close(got.distillation_logits, expected.distillation_logits, **TOL)
+    # Pruning must have changed the function, or the comparison above proves nothing.
+    assert (dense(pixel_values).logits - expected.logits).abs().max() > 1e-3
+
+
+def test_export_ignores_values_of_pruned_groups(pixel_values):
+    """The exported model depends only on kept weights: exporting the unmasked model gives the same result."""
+    dense = make_model("vit")
+    structure = uneven_structure(dense, seed=3)
+    from_dense = export_pruned_model(dense, structure)
+    from_masked = export_pruned_model(apply_masks(copy.deepcopy(dense), structure), structure)
+    for (name, a), (_, b) in zip(from_dense.state_dict().items(), from_masked.state_dict().items()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+
+
+def test_export_without_qkv_bias(pixel_values):
+    dense = make_model("vit", qkv_bias=False)
+    structure = uneven_structure(dense)
+    masked = apply_masks(copy.deepcopy(dense), structure)
+    pruned = export_pruned_model(masked, structure)
+    torch.testing.assert_close(pruned(pixel_values).logits, masked(pixel_values).logits, **TOL)
+
+
+def test_sdpa_and_eager_agree_and_attentions_in_eager(pixel_values):
+    dense = make_model("deit")
+    pruned = export_pruned_model(dense, uneven_structure(dense)).eval()
+    sdpa = pruned(pixel_values).logits
+    pruned.set_attn_implementation("eager")
+    out = pruned(pixel_values, output_attentions=True, output_hidden_states=True)
+    torch.testing.assert_close(out.logits, sdpa, **TOL)
+    tokens = 2 + (32 // 8) ** 2
+    assert [a.shape for a in out.attentions] == [(4, h, tokens, tokens) for h in (1, 2, 3)]
+    torch.testing.assert_close(out.attentions[1].sum(-1), torch.ones(4, 2, tokens), atol=1e-5, rtol=0)
+    assert len(out.hidden_states) == 4
+
+
+def test_dense_structure_export_is_identity(pixel_values):
+    dense = make_model("vit")
+    pruned = export_pruned_model(dense, PrunedStructure.from_model(dense))
+    torch.testing.assert_close(pruned(pixel_values).logits, dense(pixel_values).logits, **TOL)
+    assert count_parameters(pruned) == count_parameters(dense)
+    assert count_flops(pruned) == count_flops(dense)
+
+
+def test_counts_shrink_by_the_pruned_groups():
+    dense = make_model("vit")
+    structure = uneven_structure(dense)
+    pruned = export_pruned_model(dense, structure)
+    hidden, removed = 48, 0
+    for layer in structure.sizes():
+        qk, v, mlp = layer["heads"] * layer["qk_dim"], layer["heads"] * layer["v_dim"], layer["mlp"]
+        removed += 2 * (48 - qk) * (hidden + 1)  # q and k rows with their biases
+        removed += (48 - v) * (2 * hidden + 1)  # v rows, v bias, o_proj columns
+        removed += (96 - mlp) * (2 * hidden + 1)  # fc1 rows, fc1 bias, fc2 columns
+    assert count_parameters(dense) - count_parameters(pruned) == removed
+    assert count_flops(pruned) < count_flops(dense)
+    # The count includes attention (QK^T and AV), whichever attention backend the model uses.
+    pruned.set_attn_implementation("sdpa")
+    sdpa_flops = count_flops(pruned)
+    pruned.set_attn_implementation("eager")
+    assert count_flops(pruned) == sdpa_flops
+    assert pruned.config._attn_implementation == "eager"
+
+
+def test_exported_model_trains():
+    dense = make_model("deit_with_teacher")
+    pruned = export_pruned_model(dense, uneven_structure(dense)).train()
+    before = {n: p.detach().clone() for n, p in pruned.named_parameters()}
+    out = pruned(torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 3]))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    torch.optim.SGD(pruned.parameters(), lr=0.1).step()
+    changed = [n for n, p in pruned.named_parameters() if not torch.equal(p, before[n])]
+    assert "vit.layers.0.attention.q_proj.weight" in changed and "cls_classifier.weight" in changed
