@@ -124,8 +124,10 @@ def save_pruned_model(
 ) -> Path:
     """Save a pruned model (safetensors, config, custom code) atomically, with its processor and structure.
 
-    Everything is written into a temporary folder next to `save_directory`, which then replaces it in one
-    rename, so `save_directory` always holds either the previous complete save or the new complete save.
+    Everything is written into a temporary folder next to `save_directory` first. If `save_directory` holds
+    only files (an earlier save), the new folder replaces it in one rename, so it always holds one complete
+    save. If it holds sub-folders too (a run's `output_dir` with checkpoints), the files are moved in with
+    `config.json` last: a folder with a `config.json` always holds a complete model.
 
     Args:
         model: the pruned model.
@@ -152,10 +154,24 @@ def save_pruned_model(
     return target
 
 
+def _move_files_into(new: Path, target: Path) -> None:
+    """Move the files of `new` into `target`, removing the old `config.json` first and adding the new one last."""
+    (target / "config.json").unlink(missing_ok=True)
+    for path in sorted(new.iterdir()):
+        if path.name != "config.json":
+            if (target / path.name).is_dir():
+                shutil.rmtree(target / path.name)
+            os.replace(path, target / path.name)
+    os.replace(new / "config.json", target / "config.json")
+
+
 def _replace_directory(new: Path, target: Path) -> None:
     """Move `new` to `target`; an old `target` is moved aside first and removed only after the swap."""
     if not target.exists():
         os.replace(new, target)
+        return
+    if any(p.is_dir() for p in target.iterdir()):
+        _move_files_into(new, target)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
     os.replace(target, old / target.name)

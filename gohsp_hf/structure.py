@@ -108,14 +108,14 @@ class PrunedStructure:
         return structure
 
     def parameter_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Element masks (same shape as the parameter, 1 = kept) for every prunable tensor of `model`."""
+        """Masks (1 = kept) that broadcast against every prunable tensor of `model`, on its device and dtype."""
         self.validate_for(model)
         masks = {}
         for group, (prefix, block) in zip(self.to_masks(), block_modules(model)):
             params = dict(block.named_parameters())
             for name, mask in block_parameter_masks(group).items():
                 if name in params:  # q/k/v biases are absent when qkv_bias=False
-                    masks[f"{prefix}.{name}"] = mask.to(params[name].dtype).expand_as(params[name]).clone()
+                    masks[f"{prefix}.{name}"] = mask.to(device=params[name].device, dtype=params[name].dtype)
         return masks
 
     # -- checks ---------------------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""GOHSP stage 2: ADMM soft pruning toward a heterogeneous structured-sparse target (GOHSP_SPEC "Stage 2").
+
+Scaled ADMM over the prunable tensors W of every block:
+
+    loss = task_loss + rho / 2 * sum ||W - Z + U||^2
+    every `update_steps` steps:  Z = Proj(W + U);  U = U + W - Z;  rho = min(rho * growth, rho_max)
+
+Proj keeps the heads of the stage-1 mask and the best attention columns and MLP neurons under the budget
+(`BudgetSolver`), and zeroes the rest. It is deterministic, so every DDP rank computes the same Z and U.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .budget import BudgetSolver
+from .model_utils import block_modules, model_dims
+from .structure import PrunedStructure
+
+
+def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The tensors that structured pruning touches (q/k/v/o and fc1/fc2 of every block), by full name."""
+    params = {}
+    for prefix, block in block_modules(model):
+        for name, param in block.named_parameters():
+            if name.startswith(("attention.", "mlp.")) and name != "attention.o_proj.bias" and name != "mlp.fc2.bias":
+                params[f"{prefix}.{name}"] = param
+    return params
+
+
+def group_scores(tensors: dict[str, torch.Tensor], model: nn.Module, head_mask: torch.Tensor) -> list[dict]:
+    """Squared L2 norm of every q/k column, v column and MLP neuron, over the heads kept by `head_mask`.
+
+    Args:
+        tensors: values of `prunable_parameters(model)` (e.g. W + U), by the same names.
+        model: the dense model (for names and sizes).
+        head_mask: (layers, heads) booleans.
+
+    Returns:
+        Per block, `{"qk": (d_h,), "v": (d_h,), "mlp": (I,)}`.
+    """
+    d = model_dims(model)
+    scores = []
+    for layer, (prefix, _) in enumerate(block_modules(model)):
+
+        def get(name):
+            return tensors.get(f"{prefix}.{name}")
+
+        keep = head_mask[layer].to(get("attention.q_proj.weight").device)
+
+        def per_dim(weight, bias):  # rows grouped by head -> (d_h,) energy over kept heads
+            energy = weight.float().pow(2).view(d.num_heads, d.head_dim, -1).sum(-1)
+            if bias is not None:
+                energy = energy + bias.float().pow(2).view(d.num_heads, d.head_dim)
+            return energy[keep].sum(0)
+
+        qk = per_dim(get("attention.q_proj.weight"), get("attention.q_proj.bias"))
+        qk = qk + per_dim(get("attention.k_proj.weight"), get("attention.k_proj.bias"))
+        out_columns = get("attention.o_proj.weight").float().pow(2).t().contiguous()  # (H * d_h, hidden)
+        v = per_dim(get("attention.v_proj.weight"), get("attention.v_proj.bias")) + per_dim(out_columns, None)
+        mlp = get("mlp.fc1.weight").float().pow(2).sum(1) + get("mlp.fc1.bias").float().pow(2)
+        mlp = mlp + get("mlp.fc2.weight").float().pow(2).sum(0)
+        scores.append({"qk": qk.cpu(), "v": v.cpu(), "mlp": mlp.cpu()})
+    return scores
+
+
+def project(
+    tensors: dict[str, torch.Tensor], model: nn.Module, head_mask: torch.Tensor, solver: BudgetSolver
+) -> tuple[dict[str, torch.Tensor], PrunedStructure]:
+    """Proj: the closest tensors (in L2, group-wise) with the structure the budget allows."""
+    structure = solver.solve(group_scores(tensors, model, head_mask), head_mask)
+    masks = structure.parameter_masks(model)
+    return {name: value * masks[name] for name, value in tensors.items()}, structure
+
+
+class ADMMState:
+    """Z, U and rho of scaled ADMM, with the penalty, the updates and their metrics.
+
+    Args:
+        model: the dense model being trained (unwrapped).
+        head_mask: (layers, heads) from stage 1.
+        solver: turns group scores into a structure within the budget.
+        rho, rho_growth, rho_max: the penalty coefficient, its factor after each update, and its cap.
+
+    Example:
+
+    ```python
+    >>> state = ADMMState(model, ranking.mask, solver, rho=1e-3)
+    >>> loss = task_loss + state.penalty(model)      # every training step
+    >>> metrics = state.update(model)                # every `admm_update_steps` steps
+    ```
+    """
+
+    def __init__(self, model, head_mask, solver, rho=1e-3, rho_growth=1.3, rho_max=1.0):
+        self.head_mask, self.solver = head_mask.clone(), solver
+        self.rho, self.rho_growth, self.rho_max = float(rho), float(rho_growth), float(rho_max)
+        weights = {name: p.detach() for name, p in prunable_parameters(model).items()}
+        self.U = {name: torch.zeros_like(w) for name, w in weights.items()}
+        self.Z, self.structure = project(weights, model, self.head_mask, solver)
+        self._refresh_target()
+        self.num_updates = 0
+
+    def _refresh_target(self) -> None:
+        # The penalty's target Z - U changes only at updates; precompute it once.
+        self.target = {name: self.Z[name] - self.U[name] for name in self.Z}
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        """rho / 2 * sum ||W - Z + U||^2, differentiable in W."""
+        params = prunable_parameters(model)
+        total = sum((params[name] - target).pow(2).sum() for name, target in self.target.items())
+        return 0.5 * self.rho * total
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> dict[str, float]:
+        """Z = Proj(W + U); U = U + W - Z; grow rho. Returns the metrics to log."""
+        weights = {name: p.detach() for name, p in prunable_parameters(model).items()}
+        self.Z, self.structure = project(
+            {n: weights[n] + self.U[n] for n in weights}, model, self.head_mask, self.solver
+        )
+        for name, w in weights.items():
+            self.U[name] += w - self.Z[name]
+        self.rho = min(self.rho * self.rho_growth, self.rho_max)
+        self.num_updates += 1
+        self._refresh_target()
+        return self.metrics(model)
+
+    @torch.no_grad()
+    def metrics(self, model: nn.Module) -> dict[str, float]:
+        """Primal residual ||W - Z|| / ||W||, rho, and the parameter sparsity of the current structure."""
+        weights = prunable_parameters(model)
+        diff = sum((weights[n].detach() - self.Z[n]).pow(2).sum() for n in weights)
+        norm = sum(w.detach().pow(2).sum() for w in weights.values())
+        return {
+            "admm_residual": (diff / norm.clamp_min(1e-30)).sqrt().item(),
+            "admm_rho": self.rho,
+            "admm_sparsity": self.solver.sparsity(self.structure),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "Z": self.Z,
+            "U": self.U,
+            "rho": self.rho,
+            "num_updates": self.num_updates,
+            "head_mask": self.head_mask,
+            "structure": self.structure.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.Z, self.U, self.rho = state["Z"], state["U"], state["rho"]
+        self.num_updates, self.head_mask = state["num_updates"], state["head_mask"]
+        self.structure = PrunedStructure.from_dict(state["structure"])
+        self._refresh_target()

@@ -1,0 +1,167 @@
+"""Turn a parameter budget into per-block group counts (GOHSP_SPEC "Budget").
+
+`target_sparsity` is the fraction of the whole model's parameters to remove. Heads are fixed first (by the
+head mask of stage 1); the rest of the budget goes to attention columns and MLP neurons ranked globally
+across blocks, each group's score divided by the number of parameters it holds, so that a cheap MLP neuron
+and an expensive q/k column compete fairly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .model_utils import ModelDims
+from .structure import LayerStructure, PrunedStructure
+
+KINDS = ("qk", "v", "mlp")
+
+
+def group_costs(dims: ModelDims, heads: int, qkv_bias: bool = True) -> dict[str, int]:
+    """Parameters removed with one group of a block that keeps `heads` heads."""
+    e, b = dims.hidden_size, int(qkv_bias)
+    return {
+        "qk": 2 * heads * (e + b),  # one row of q and of k in every kept head, with biases
+        "v": heads * (2 * e + b),  # one row of v (+ bias) and one column of o_proj per kept head
+        "mlp": 2 * e + 1,  # a row of fc1 (+ bias) and a column of fc2
+    }
+
+
+def prunable_parameters(dims: ModelDims, sizes: list[dict[str, int]], qkv_bias: bool = True) -> int:
+    """Parameters held by the prunable tensors of blocks with the given kept sizes."""
+    total = 0
+    for s in sizes:
+        costs = group_costs(dims, s["heads"], qkv_bias)
+        total += s["qk_dim"] * costs["qk"] + s["v_dim"] * costs["v"] + s["mlp"] * costs["mlp"]
+    return total
+
+
+def dense_sizes(dims: ModelDims) -> list[dict[str, int]]:
+    d = dims
+    return [
+        {"heads": d.num_heads, "qk_dim": d.head_dim, "v_dim": d.head_dim, "mlp": d.intermediate_size}
+    ] * d.num_layers
+
+
+class BudgetSolver:
+    """Chooses the kept groups of every block so that the model loses `target_sparsity` of its parameters.
+
+    Args:
+        dims: dense sizes of the model.
+        total_parameters: all parameters of the dense model (embeddings and classifier included).
+        target_sparsity: fraction of `total_parameters` to remove, in (0, 1).
+        qkv_bias: whether q/k/v have biases (they are removed with their rows).
+        min_mlp_width: the smallest MLP width a block may keep.
+        round_to: keep q/k, v and MLP sizes at multiples of this (the last chunk of a dimension may be shorter).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from gohsp_hf.budget import BudgetSolver
+    >>> from gohsp_hf.model_utils import ModelDims
+    >>> dims = ModelDims(hidden_size=64, num_layers=2, num_heads=4, head_dim=16, intermediate_size=256)
+    >>> solver = BudgetSolver(dims, total_parameters=150_000, target_sparsity=0.4)
+    >>> scores = [{"qk": torch.rand(16), "v": torch.rand(16), "mlp": torch.rand(256)} for _ in range(2)]
+    >>> structure = solver.solve(scores, torch.ones(2, 4, dtype=torch.bool))
+    >>> abs(solver.sparsity(structure) - 0.4) < 0.005
+    True
+    ```
+    """
+
+    def __init__(
+        self,
+        dims: ModelDims,
+        total_parameters: int,
+        target_sparsity: float,
+        qkv_bias: bool = True,
+        min_mlp_width: int = 1,
+        round_to: int = 1,
+    ):
+        if not 0 < target_sparsity < 1 or math.isnan(target_sparsity):
+            raise ValueError(f"target_sparsity must be in (0, 1), got {target_sparsity}.")
+        if round_to < 1 or min_mlp_width < 1:
+            raise ValueError(f"round_to and min_mlp_width must be >= 1, got {round_to} and {min_mlp_width}.")
+        self.dims, self.total, self.target = dims, int(total_parameters), float(target_sparsity)
+        self.qkv_bias, self.round_to = qkv_bias, round_to
+        self.min_mlp = min(dims.intermediate_size, max(min_mlp_width, round_to))
+        self.fixed = self.total - prunable_parameters(dims, dense_sizes(dims), qkv_bias)
+        # What the prunable tensors may keep, in parameters.
+        self.budget = self.total * (1 - self.target) - self.fixed
+
+    def sparsity(self, structure: PrunedStructure) -> float:
+        """Fraction of the dense model's parameters removed by `structure`."""
+        kept = self.fixed + prunable_parameters(self.dims, structure.sizes(), self.qkv_bias)
+        return 1 - kept / self.total
+
+    def minimum_sizes(self, head_counts: list[int]) -> list[dict[str, int]]:
+        g = min(self.round_to, self.dims.head_dim)
+        return [{"heads": h, "qk_dim": g, "v_dim": g, "mlp": self.min_mlp} for h in head_counts]
+
+    def check_feasible(self, head_counts: list[int] | None = None) -> None:
+        """Raise a `ValueError` when the target cannot be met with these head counts (default: one per block)."""
+        heads = head_counts or [1] * self.dims.num_layers
+        smallest = self.fixed + prunable_parameters(self.dims, self.minimum_sizes(heads), self.qkv_bias)
+        if smallest > self.total * (1 - self.target):
+            reachable = 1 - smallest / self.total
+            raise ValueError(
+                f"target_sparsity {self.target:.3f} cannot be reached: keeping {heads} heads per block and the minimum "
+                f"sizes (q/k and v size {self.minimum_sizes(heads)[0]['qk_dim']}, MLP width {self.min_mlp}) removes "
+                f"at most {reachable:.3f} of the parameters. Lower target_sparsity, head_sparsity or min_mlp_width."
+            )
+
+    def solve(self, scores: list[dict[str, torch.Tensor]], head_mask: torch.Tensor) -> PrunedStructure:
+        """Keep the heads of `head_mask` and the best groups by score per parameter, within the budget.
+
+        Args:
+            scores: per block, importance of each q/k dimension (`"qk"`, (d_h,)), v dimension (`"v"`, (d_h,)) and
+                MLP neuron (`"mlp"`, (I,)); larger is more important.
+            head_mask: (layers, heads) booleans, True for kept heads.
+
+        Returns:
+            The `PrunedStructure`. Raises a `ValueError` when the budget cannot be met.
+        """
+        head_counts = [int(n) for n in head_mask.sum(1)]
+        self.check_feasible(head_counts)
+        full = [{**size, "heads": h} for size, h in zip(dense_sizes(self.dims), head_counts)]
+        if prunable_parameters(self.dims, full, self.qkv_bias) < self.budget - 0.005 * self.total:
+            raise ValueError(
+                f"The head mask alone removes more than target_sparsity {self.target:.3f} of the parameters "
+                f"(it keeps {head_counts} heads per block); prune fewer heads (lower head_sparsity)."
+            )
+        chunks, used = [], 0.0
+        counts = [dict.fromkeys(KINDS, 0) for _ in scores]
+        orders = [{k: torch.argsort(s[k].double(), descending=True, stable=True) for k in KINDS} for s in scores]
+        minimum = self.minimum_sizes(head_counts)
+        for layer, (block_scores, order) in enumerate(zip(scores, orders)):
+            costs = group_costs(self.dims, head_counts[layer], self.qkv_bias)
+            for kind in KINDS:
+                ranked = block_scores[kind].double()[order[kind]]
+                must = minimum[layer]["mlp" if kind == "mlp" else "qk_dim"]
+                counts[layer][kind], used = must, used + must * costs[kind]
+                for start in range(must, ranked.numel(), self.round_to):
+                    size = min(self.round_to, ranked.numel() - start)
+                    value = ranked[start : start + size].sum().item() / (size * costs[kind])
+                    chunks.append((value, layer, kind, start, size, size * costs[kind]))
+        # Chunks of one (block, kind) come out in order: their scores are sorted and their costs equal.
+        chunks.sort(key=lambda c: (-c[0], c[1], KINDS.index(c[2]), c[3]))
+        filled = dict.fromkeys(((l, k) for l in range(len(scores)) for k in KINDS), True)
+        for _, layer, kind, start, size, cost in chunks:
+            if filled[layer, kind] and start == counts[layer][kind] and used + cost <= self.budget:
+                counts[layer][kind] += size
+                used += cost
+            else:
+                filled[layer, kind] = False  # keep the kept groups a prefix of the ranking
+        layers = [
+            LayerStructure(
+                heads=head_mask[layer].nonzero().flatten().tolist(),
+                qk_dims=order["qk"][: count["qk"]].tolist(),
+                v_dims=order["v"][: count["v"]].tolist(),
+                mlp=order["mlp"][: count["mlp"]].tolist(),
+            )
+            for layer, (order, count) in enumerate(zip(orders, counts))
+        ]
+        structure = PrunedStructure(self.dims, layers)
+        structure.validate()
+        return structure

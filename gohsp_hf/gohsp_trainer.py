@@ -1,0 +1,331 @@
+"""`GOHSPTrainer`: a `transformers.Trainer` that prunes a ViT/DeiT with GOHSP (or a baseline) while it trains.
+
+`train()` runs the three stages top to bottom:
+
+1. head ranking (graph + Markov chain for GOHSP; weight norm for SOMP/SGMP; random for `random`);
+2. the pruning stage: ADMM soft pruning (GOHSP) or the gradual schedule (SGMP), `admm_epochs` long;
+3. the hard prune (export to a physically smaller `GOHSPViTForImageClassification`) and fine-tuning.
+
+The algorithm lives in plain-torch modules (`head_ranking`, `admm`, `budget`, `export`); this class wires them
+to the Trainer: the ADMM penalty in `compute_loss`, updates in callbacks, metrics in `log`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import Trainer
+from transformers.utils import logging
+
+from .admm import ADMMState, group_scores, project, prunable_parameters
+from .baselines import magnitude_head_mask, random_group_scores, random_head_mask
+from .budget import BudgetSolver
+from .callbacks import ADMMCallback, GradualPruningCallback
+from .counting import model_cost
+from .export import export_pruned_model, save_pruned_model
+from .gohsp_config import GOHSPConfig
+from .head_ranking import rank_heads
+from .model_utils import model_dims, model_variant
+from .structure import PrunedStructure, apply_masks
+
+logger = logging.get_logger(__name__)
+
+RESULTS_FILE = "gohsp_results.json"
+
+
+class GOHSPTrainer(Trainer):
+    """Prunes a `ViTForImageClassification` / `DeiTForImageClassification[WithTeacher]` with GOHSP.
+
+    Args:
+        model: the dense model.
+        args: a [`GOHSPConfig`].
+        calibration_dataset: images for head ranking (defaults to `train_dataset`, read in order).
+        Other arguments are those of `transformers.Trainer`.
+
+    Example:
+
+    ```python
+    >>> trainer = GOHSPTrainer(model=model, args=GOHSPConfig("out", target_sparsity=0.5),
+    ...                        train_dataset=train, eval_dataset=val, processing_class=processor,
+    ...                        compute_metrics=accuracy)
+    >>> trainer.train()        # rank heads, ADMM, hard prune, fine-tune; saves the pruned model in out/
+    >>> trainer.model          # a GOHSPViTForImageClassification
+    ```
+    """
+
+    def __init__(self, model: nn.Module, args: GOHSPConfig, calibration_dataset=None, **kwargs):
+        if not isinstance(args, GOHSPConfig):
+            raise ValueError("GOHSPTrainer needs a GOHSPConfig as `args` (it holds the pruning settings).")
+        model_variant(model)  # a clear ValueError for models we cannot prune
+        _check_output_dir(args)
+        super().__init__(model=model, args=args, **kwargs)
+        # Our penalty (and the pruned model's loss) are means: the Trainer must divide them by the
+        # accumulation steps itself rather than scale by a token count (HF_NOTES item 4).
+        self.model_accepts_loss_kwargs = False
+        self.calibration_dataset = calibration_dataset
+        self.dims = model_dims(model)
+        self.dense_parameters = sum(p.numel() for p in model.parameters())
+        self.solver = BudgetSolver(
+            self.dims,
+            self.dense_parameters,
+            args.target_sparsity,
+            qkv_bias=model.config.qkv_bias,
+            min_mlp_width=args.min_mlp_width,
+            round_to=args.round_to,
+        )
+        self.solver.check_feasible(self._head_counts_after_ranking())
+        self.admm: ADMMState | None = None
+        self.teacher: nn.Module | None = None
+        self.structure: PrunedStructure | None = None
+        self.head_ranking = None
+        self.pruning_metrics: dict[str, float] = {}
+        self.results: dict = {}
+
+    # ---------------------------------------------------------------- the three stages
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """Rank heads, run the pruning stage, hard prune, fine-tune, and save the pruned model.
+
+        Returns the `TrainOutput` of the fine-tuning stage.
+        """
+        if resume_from_checkpoint:
+            raise NotImplementedError("Resuming a GOHSP run is not supported yet; start the run again.")
+        args, root = self.args, self.args.output_dir
+        self.results = {"method": args.method, "target_sparsity": args.target_sparsity, "stage_seconds": {}}
+        self.results["dense"] = {**model_cost(self.model), **self._evaluate("dense")}
+        if args.distillation_alpha > 0:
+            self.teacher = copy.deepcopy(self.accelerator.unwrap_model(self.model)).eval().requires_grad_(False)
+
+        with self._stage("ranking"):  # paper stage 1
+            head_mask = self.rank_heads()
+        with self._stage("pruning"):  # paper stage 2
+            self._pruning_stage(head_mask)
+        with self._stage("hard_prune"):  # paper stage 3: remove the zeroed structures
+            self.hard_prune(head_mask)
+        self.results["after_hard_prune"] = self._evaluate("hard_prune")
+        with self._stage("finetune"):
+            epochs, steps = args.finetune_epochs, args.finetune_max_steps
+            if args.method in ("somp", "random"):  # no pruning stage: fine-tune for its epochs too
+                epochs, steps = epochs + args.admm_epochs, _add_steps(steps, args.admm_max_steps)
+            output = self._run_stage("finetune", epochs, steps, [])
+        self.args.output_dir = root
+        self.results["pruned"] = {**model_cost(self.model), **self._evaluate("pruned")}
+        self._save_final(root)
+        return output
+
+    def rank_heads(self) -> torch.Tensor:
+        """Stage 1: the (layers, heads) mask of kept heads, by the method's criterion."""
+        args, model = self.args, self.accelerator.unwrap_model(self.model)
+        num_pruned = self._num_pruned_heads()
+        if args.method == "gohsp":
+            self.head_ranking = rank_heads(
+                model,
+                self._calibration_batches(),
+                head_sparsity=num_pruned / (self.dims.num_layers * self.dims.num_heads),
+                num_samples=args.ranking_samples,
+                similarity=args.ranking_similarity,
+                damping=args.ranking_damping,
+                direction=args.ranking_direction,
+                scope=args.ranking_scope,
+                progress=not args.disable_tqdm and self.is_world_process_zero(),
+            )
+            self.results["head_scores"] = self.head_ranking.scores.tolist()
+            mask = self.head_ranking.mask
+        elif args.method == "random":
+            mask = random_head_mask(self.dims, num_pruned, args.seed, args.ranking_scope)
+        else:
+            mask = magnitude_head_mask(model, num_pruned, args.ranking_scope)
+        self.results["head_mask"] = mask.int().tolist()
+        return mask
+
+    def _pruning_stage(self, head_mask: torch.Tensor) -> None:
+        """Stage 2: ADMM (GOHSP) or the cubic gradual schedule (SGMP); nothing for SOMP and random."""
+        args = self.args
+        if args.method == "gohsp":
+            model = self.accelerator.unwrap_model(self.model)
+            self.admm = ADMMState(model, head_mask, self.solver, args.rho, args.rho_growth, args.rho_max)
+            self.pruning_metrics.update(self.admm.metrics(model))
+            self.log({"admm_initial_residual": self.pruning_metrics["admm_residual"]})
+            callback = ADMMCallback(self.admm, args.admm_update_steps, self.pruning_metrics)
+            self._run_stage("admm", args.admm_epochs, args.admm_max_steps, [callback])
+            self.results["admm_final"] = self.admm.metrics(model)
+            self.admm = None  # the penalty stops here
+        elif args.method == "sgmp":
+            total = self._stage_steps(args.admm_epochs, args.admm_max_steps)
+            callback = GradualPruningCallback(
+                lambda model, sparsity: self._magnitude_structure(model, sparsity),
+                args.target_sparsity,
+                total,
+                args.admm_update_steps,
+                self.pruning_metrics,
+            )
+            self._run_stage("sgmp", args.admm_epochs, args.admm_max_steps, [callback])
+
+    @torch.no_grad()
+    def hard_prune(self, head_mask: torch.Tensor) -> PrunedStructure:
+        """Set W to Proj(W), export the physically smaller model and make it the model to fine-tune."""
+        args, model = self.args, self.accelerator.unwrap_model(self.model)
+        if args.method == "random":
+            self.structure = self.solver.solve(random_group_scores(self.dims, args.seed), head_mask)
+        else:
+            weights = {name: p.detach() for name, p in prunable_parameters(model).items()}
+            _, self.structure = project(weights, model, head_mask, self.solver)
+        apply_masks(model, self.structure)
+        provenance = {
+            "method": args.method,
+            "target_sparsity": args.target_sparsity,
+            "measured_sparsity": self.solver.sparsity(self.structure),
+            "head_sparsity": args.head_sparsity,
+            "round_to": args.round_to,
+        }
+        pruned = export_pruned_model(model, self.structure, provenance).to(args.device)
+        self.model = self.model_wrapped = pruned
+        self.optimizer, self.lr_scheduler = None, None  # a new optimizer for the new parameters
+        self.results["measured_sparsity"] = provenance["measured_sparsity"]
+        self.results["structure"] = self.structure.sizes()
+        return self.structure
+
+    # ---------------------------------------------------------------- Trainer hooks
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Task loss, plus the ADMM penalty in stage 2, or distillation from the dense model in stage 3."""
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and self.admm is not None:
+            loss = loss + self.admm.penalty(self.accelerator.unwrap_model(model))
+        elif model.training and self.teacher is not None and self.structure is not None:
+            loss = self._distillation_loss(loss, outputs.logits, inputs)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """The Trainer's log, with the latest ADMM / SGMP metrics (residual, rho, sparsity) merged in."""
+        if self.pruning_metrics and "loss" in logs:
+            logs.update(self.pruning_metrics)
+            self.pruning_metrics.clear()  # the callbacks hold this very dict
+        super().log(logs, start_time)
+
+    # ---------------------------------------------------------------- helpers
+    def _run_stage(self, name: str, epochs: float, max_steps: int, callbacks: list):
+        """One `Trainer.train()` over the current model, with its own optimizer and checkpoint folder."""
+        args, root = self.args, self.args.output_dir
+        if epochs <= 0 and max_steps <= 0:
+            return None
+        args.num_train_epochs, args.max_steps = epochs, max_steps
+        args.output_dir = os.path.join(root, name)
+        self.optimizer, self.lr_scheduler = None, None
+        for callback in callbacks:
+            self.add_callback(callback)
+        try:
+            if self.is_world_process_zero():
+                logger.warning(
+                    f"GOHSP stage '{name}': {epochs:g} epochs"
+                    + (f" ({max_steps} steps)" if max_steps > 0 else "")
+                    + f", target sparsity {args.target_sparsity:.2f}"
+                )
+            return super().train()
+        finally:
+            # Each stage starts a fresh TrainerState: keep its logs (ADMM residuals...) for the results file.
+            self.results.setdefault("log_history", {})[name] = list(self.state.log_history)
+            for callback in callbacks:
+                self.remove_callback(callback)
+            args.output_dir = root
+
+    def _stage_steps(self, epochs: float, max_steps: int) -> int:
+        if max_steps > 0:
+            return max_steps
+        batches = len(self.get_train_dataloader())
+        return max(1, math.ceil(epochs * batches / self.args.gradient_accumulation_steps))
+
+    def _magnitude_structure(self, model: nn.Module, sparsity: float) -> PrunedStructure:
+        """SGMP's structure at an intermediate sparsity: heads and groups by weight norm."""
+        args = self.args
+        solver = BudgetSolver(
+            self.dims, self.dense_parameters, sparsity, model.config.qkv_bias, args.min_mlp_width, args.round_to
+        )
+        fraction = sparsity / args.target_sparsity
+        mask = magnitude_head_mask(model, round(self._num_pruned_heads() * fraction), args.ranking_scope)
+        weights = {name: p.detach() for name, p in prunable_parameters(model).items()}
+        return solver.solve(group_scores(weights, model, mask), mask)
+
+    def _num_pruned_heads(self) -> int:
+        total = self.dims.num_layers * self.dims.num_heads
+        return min(round(self.args.head_sparsity * total), self.dims.num_layers * (self.dims.num_heads - 1))
+
+    def _head_counts_after_ranking(self) -> list[int]:
+        """Heads per block after stage 1, for the feasibility check (per block, the fewest a block may keep)."""
+        pruned = self._num_pruned_heads()
+        return [max(1, self.dims.num_heads - math.ceil(pruned / self.dims.num_layers))] * self.dims.num_layers
+
+    def _calibration_batches(self):
+        """The first `ranking_samples` images, in order and the same on every process."""
+        dataset = self.calibration_dataset if self.calibration_dataset is not None else self.train_dataset
+        return DataLoader(
+            dataset, batch_size=self.args.per_device_eval_batch_size, shuffle=False, collate_fn=self.data_collator
+        )
+
+    def _distillation_loss(self, loss, logits, inputs):
+        """(1 - alpha) * task loss + alpha * T^2 * KL(teacher || student), on temperature-softened logits."""
+        alpha, temperature = self.args.distillation_alpha, self.args.distillation_temperature
+        with torch.no_grad():
+            teacher_logits = self.teacher(pixel_values=inputs["pixel_values"]).logits
+        kl = nn.functional.kl_div(
+            nn.functional.log_softmax(logits / temperature, dim=-1),
+            nn.functional.log_softmax(teacher_logits / temperature, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        return (1 - alpha) * loss + alpha * temperature**2 * kl
+
+    def _evaluate(self, stage: str) -> dict:
+        if self.eval_dataset is None or self.compute_metrics is None:
+            return {}
+        metrics = self.evaluate(metric_key_prefix=f"{stage}_eval")
+        dropped = ("runtime", "per_second", "preparation_time", "epoch")
+        return {k.removeprefix(f"{stage}_eval_"): v for k, v in metrics.items() if not k.endswith(dropped)}
+
+    @contextmanager
+    def _stage(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.results["stage_seconds"][name] = time.perf_counter() - start
+
+    def _save_final(self, root: str) -> None:
+        """Save the pruned model, its processor, the structure and the results in `output_dir`."""
+        self.results["achieved_sparsity"] = 1 - self.results["pruned"]["params"] / self.results["dense"]["params"]
+        if self.head_ranking is not None:
+            self.results["ranking_iterations"] = self.head_ranking.iterations
+        if not self.args.should_save:
+            return
+        save_pruned_model(
+            self.accelerator.unwrap_model(self.model),
+            root,
+            image_processor=self.processing_class,
+            structure=self.structure,
+        )
+        _write_json_atomic(Path(root) / RESULTS_FILE, self.results)
+
+
+def _check_output_dir(args: GOHSPConfig) -> None:
+    path = Path(args.output_dir)
+    if path.is_dir() and any(path.iterdir()) and not args.overwrite_output_dir:
+        raise ValueError(
+            f"output_dir {args.output_dir} already holds files, perhaps from a different run. Choose another "
+            "output_dir, or pass --overwrite_output_dir to write into it anyway."
+        )
+
+
+def _add_steps(a: int, b: int) -> int:
+    """Sum of two stage lengths in steps, where -1 means "use epochs"."""
+    return a + b if a > 0 and b > 0 else -1
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(data, indent=1))
+    os.replace(staging, path)
