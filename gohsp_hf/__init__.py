@@ -6,9 +6,14 @@ Importing the package registers the pruned architecture with the Auto classes, s
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
+from .admm import ADMMState
+from .budget import BudgetSolver
 from .configuration_gohsp_vit import GOHSPViTConfig
 from .counting import count_flops, count_parameters, model_cost
 from .export import export_pruned_model, pruned_config, save_pruned_model
+from .gohsp_config import GOHSPConfig
+from .gohsp_trainer import GOHSPTrainer
+from .head_ranking import HeadRanking, rank_heads
 from .model_utils import SUPPORTED_MODELS, ModelDims, model_dims
 from .modeling_gohsp_vit import GOHSPViTForImageClassification, GOHSPViTModel, GOHSPViTPreTrainedModel
 from .structure import LayerStructure, PrunedStructure, apply_masks
@@ -25,6 +30,12 @@ GOHSPViTModel.register_for_auto_class("AutoModel")
 GOHSPViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 __all__ = [
+    "ADMMState",
+    "BudgetSolver",
+    "GOHSPConfig",
+    "GOHSPTrainer",
+    "HeadRanking",
+    "rank_heads",
     "GOHSPViTConfig",
     "GOHSPViTForImageClassification",
     "GOHSPViTModel",

@@ -43,26 +43,27 @@ def group_scores(tensors: dict[str, torch.Tensor], model: nn.Module, head_mask: 
     d = model_dims(model)
     scores = []
     for layer, (prefix, _) in enumerate(block_modules(model)):
-
-        def get(name):
-            return tensors.get(f"{prefix}.{name}")
-
-        keep = head_mask[layer].to(get("attention.q_proj.weight").device)
-
-        def per_dim(weight, bias):  # rows grouped by head -> (d_h,) energy over kept heads
-            energy = weight.float().pow(2).view(d.num_heads, d.head_dim, -1).sum(-1)
-            if bias is not None:
-                energy = energy + bias.float().pow(2).view(d.num_heads, d.head_dim)
-            return energy[keep].sum(0)
-
-        qk = per_dim(get("attention.q_proj.weight"), get("attention.q_proj.bias"))
-        qk = qk + per_dim(get("attention.k_proj.weight"), get("attention.k_proj.bias"))
-        out_columns = get("attention.o_proj.weight").float().pow(2).t().contiguous()  # (H * d_h, hidden)
-        v = per_dim(get("attention.v_proj.weight"), get("attention.v_proj.bias")) + per_dim(out_columns, None)
-        mlp = get("mlp.fc1.weight").float().pow(2).sum(1) + get("mlp.fc1.bias").float().pow(2)
-        mlp = mlp + get("mlp.fc2.weight").float().pow(2).sum(0)
-        scores.append({"qk": qk.cpu(), "v": v.cpu(), "mlp": mlp.cpu()})
+        block = {name[len(prefix) + 1 :]: t for name, t in tensors.items() if name.startswith(prefix + ".")}
+        scores.append(_block_scores(block, head_mask[layer], d))
     return scores
+
+
+def _block_scores(t: dict[str, torch.Tensor], keep: torch.Tensor, d) -> dict[str, torch.Tensor]:
+    keep = keep.to(t["attention.q_proj.weight"].device)
+
+    def per_dim(weight, bias):  # rows grouped by head -> (d_h,) energy summed over kept heads
+        energy = weight.float().pow(2).view(d.num_heads, d.head_dim, -1).sum(-1)
+        if bias is not None:
+            energy = energy + bias.float().pow(2).view(d.num_heads, d.head_dim)
+        return energy[keep].sum(0)
+
+    qk = per_dim(t["attention.q_proj.weight"], t.get("attention.q_proj.bias"))
+    qk = qk + per_dim(t["attention.k_proj.weight"], t.get("attention.k_proj.bias"))
+    out_columns = t["attention.o_proj.weight"].t()  # (H * d_h, hidden)
+    v = per_dim(t["attention.v_proj.weight"], t.get("attention.v_proj.bias")) + per_dim(out_columns, None)
+    mlp = t["mlp.fc1.weight"].float().pow(2).sum(1) + t["mlp.fc1.bias"].float().pow(2)
+    mlp = mlp + t["mlp.fc2.weight"].float().pow(2).sum(0)
+    return {"qk": qk.cpu(), "v": v.cpu(), "mlp": mlp.cpu()}
 
 
 def project(

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .model_utils import ModelDims
+from .model_utils import ModelDims, model_dims
 from .structure import LayerStructure, PrunedStructure
 
 KINDS = ("qk", "v", "mlp")
@@ -90,6 +90,18 @@ class BudgetSolver:
         # What the prunable tensors may keep, in parameters.
         self.budget = self.total * (1 - self.target) - self.fixed
 
+    @classmethod
+    def from_model(cls, model, target_sparsity: float, min_mlp_width: int = 1, round_to: int = 1) -> BudgetSolver:
+        """A solver for a supported dense ViT/DeiT: its sizes, parameter count and q/k/v bias setting."""
+        return cls(
+            model_dims(model),
+            sum(p.numel() for p in model.parameters()),
+            target_sparsity,
+            qkv_bias=model.config.qkv_bias,
+            min_mlp_width=min_mlp_width,
+            round_to=round_to,
+        )
+
     def sparsity(self, structure: PrunedStructure) -> float:
         """Fraction of the dense model's parameters removed by `structure`."""
         kept = self.fixed + prunable_parameters(self.dims, structure.sizes(), self.qkv_bias)
@@ -146,7 +158,7 @@ class BudgetSolver:
                     chunks.append((value, layer, kind, start, size, size * costs[kind]))
         # Chunks of one (block, kind) come out in order: their scores are sorted and their costs equal.
         chunks.sort(key=lambda c: (-c[0], c[1], KINDS.index(c[2]), c[3]))
-        filled = dict.fromkeys(((l, k) for l in range(len(scores)) for k in KINDS), True)
+        filled = dict.fromkeys(((layer, kind) for layer in range(len(scores)) for kind in KINDS), True)
         for _, layer, kind, start, size, cost in chunks:
             if filled[layer, kind] and start == counts[layer][kind] and used + cost <= self.budget:
                 counts[layer][kind] += size

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import time
@@ -24,7 +25,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
-from transformers.utils import logging
 
 from .admm import ADMMState, group_scores, project, prunable_parameters
 from .baselines import magnitude_head_mask, random_group_scores, random_head_mask
@@ -37,7 +37,7 @@ from .head_ranking import rank_heads
 from .model_utils import model_dims, model_variant
 from .structure import PrunedStructure, apply_masks
 
-logger = logging.get_logger(__name__)
+logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "gohsp_results.json"
 
@@ -73,15 +73,7 @@ class GOHSPTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.calibration_dataset = calibration_dataset
         self.dims = model_dims(model)
-        self.dense_parameters = sum(p.numel() for p in model.parameters())
-        self.solver = BudgetSolver(
-            self.dims,
-            self.dense_parameters,
-            args.target_sparsity,
-            qkv_bias=model.config.qkv_bias,
-            min_mlp_width=args.min_mlp_width,
-            round_to=args.round_to,
-        )
+        self.solver = BudgetSolver.from_model(model, args.target_sparsity, args.min_mlp_width, args.round_to)
         self.solver.check_feasible(self._head_counts_after_ranking())
         self.admm: ADMMState | None = None
         self.teacher: nn.Module | None = None
@@ -152,8 +144,8 @@ class GOHSPTrainer(Trainer):
         if args.method == "gohsp":
             model = self.accelerator.unwrap_model(self.model)
             self.admm = ADMMState(model, head_mask, self.solver, args.rho, args.rho_growth, args.rho_max)
-            self.pruning_metrics.update(self.admm.metrics(model))
-            self.log({"admm_initial_residual": self.pruning_metrics["admm_residual"]})
+            self.results["admm_initial"] = self.admm.metrics(model)
+            self.pruning_metrics.update(self.results["admm_initial"])  # goes out with the first log
             callback = ADMMCallback(self.admm, args.admm_update_steps, self.pruning_metrics)
             self._run_stage("admm", args.admm_epochs, args.admm_max_steps, [callback])
             self.results["admm_final"] = self.admm.metrics(model)
@@ -223,7 +215,7 @@ class GOHSPTrainer(Trainer):
             self.add_callback(callback)
         try:
             if self.is_world_process_zero():
-                logger.warning(
+                logger.info(
                     f"GOHSP stage '{name}': {epochs:g} epochs"
                     + (f" ({max_steps} steps)" if max_steps > 0 else "")
                     + f", target sparsity {args.target_sparsity:.2f}"
@@ -245,9 +237,7 @@ class GOHSPTrainer(Trainer):
     def _magnitude_structure(self, model: nn.Module, sparsity: float) -> PrunedStructure:
         """SGMP's structure at an intermediate sparsity: heads and groups by weight norm."""
         args = self.args
-        solver = BudgetSolver(
-            self.dims, self.dense_parameters, sparsity, model.config.qkv_bias, args.min_mlp_width, args.round_to
-        )
+        solver = BudgetSolver.from_model(model, sparsity, args.min_mlp_width, args.round_to)
         fraction = sparsity / args.target_sparsity
         mask = magnitude_head_mask(model, round(self._num_pruned_heads() * fraction), args.ranking_scope)
         weights = {name: p.detach() for name, p in prunable_parameters(model).items()}

@@ -37,3 +37,27 @@ def run_python(script: str, tmp_path: Path, without_gohsp: bool = False, timeout
     )
     assert result.returncode == 0, f"subprocess failed:\n{result.stdout}\n{result.stderr}"
     return json.loads((tmp_path / "result.json").read_text())
+
+
+class DigitsDataset:
+    """scikit-learn's bundled 8x8 digits (real, offline), upsampled to RGB `size` x `size` tensors."""
+
+    def __init__(self, start: int = 0, stop: int | None = None, size: int = 32):
+        import torch
+        from sklearn.datasets import load_digits
+
+        images, labels = load_digits(return_X_y=True)
+        x = torch.tensor(images[start:stop], dtype=torch.float32).view(-1, 1, 8, 8) / 8 - 1
+        self.pixel_values = torch.nn.functional.interpolate(x, size=size).repeat(1, 3, 1, 1)
+        self.labels = labels[start:stop].tolist()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.pixel_values[i], "labels": self.labels[i]}
+
+
+def accuracy(prediction):
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return {"accuracy": float((logits.argmax(-1) == prediction.label_ids).mean())}

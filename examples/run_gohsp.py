@@ -1,0 +1,359 @@
+#!/usr/bin/env python
+"""Prune a ViT/DeiT image classifier with GOHSP (or a baseline), shaped like transformers'
+`run_image_classification.py`.
+
+A Hub model on a Hub dataset (GPUs, Accelerate):
+
+    accelerate launch --config_file examples/accelerate_configs/multi_gpu.yaml examples/run_gohsp.py \
+        --model facebook/deit-small-patch16-224 --dataset_name uoft-cs/cifar10 --ignore_mismatched_sizes \
+        --target_sparsity 0.5 --admm_epochs 10 --finetune_epochs 20 --output_dir deit-small-gohsp-50 \
+        --per_device_train_batch_size 128 --learning_rate 1e-4 --eval_strategy epoch --bf16
+
+Offline, from scratch on Fashion-MNIST (the README's main command):
+
+    python examples/prepare_fashion_mnist.py --output_dir data/fashion_mnist
+    python examples/run_gohsp.py examples/configs/fashion_mnist_tiny.json
+
+A JSON file as the first argument gives the arguments; flags after it override them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from datasets import ClassLabel, DatasetDict, load_dataset
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    ViTImageProcessor,
+)
+
+from gohsp_hf import SUPPORTED_MODELS, GOHSPConfig, GOHSPTrainer
+
+logger = logging.getLogger(__name__)
+IMAGE_COLUMNS, LABEL_COLUMNS = ("image", "img"), ("label", "labels")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to prune."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"aliases": ["--model"], "help": "A Hub id or a local folder of a ViT/DeiT image classifier."},
+    )
+    model_type: str | None = field(
+        default=None, metadata={"help": "Build a new model from scratch instead: `vit` or `deit`."}
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --model_type: config values, e.g. `hidden_size=64,num_hidden_layers=4,image_size=28`."
+        },
+    )
+    image_processor_name: str | None = field(default=None, metadata={"help": "Image processor id or folder."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the Hub model."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: the one `hf auth login` saved)."})
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Allow a new classifier when the dataset has other labels than the model."}
+    )
+    dense_epochs: float = field(
+        default=0.0, metadata={"help": "Train the dense model for these epochs before pruning (for a new model)."}
+    )
+    dense_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of that dense training (default: --learning_rate)."}
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    """Which data to train and evaluate on."""
+
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A Hub dataset id, or a local folder that datasets.load_dataset reads."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    train_dir: str | None = field(default=None, metadata={"help": "A folder of training images (imagefolder)."})
+    validation_dir: str | None = field(default=None, metadata={"help": "A folder of validation images."})
+    train_val_split: float = field(
+        default=0.15, metadata={"help": "Fraction of train held out when the dataset has no validation/test split."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training images."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation images."})
+    image_column_name: str | None = field(default=None, metadata={"help": "Image column (default: image or img)."})
+    label_column_name: str | None = field(default=None, metadata={"help": "Label column (default: label or labels)."})
+
+    def __post_init__(self):
+        if self.dataset_name is None and self.train_dir is None:
+            raise ValueError("Pass --dataset_name (a Hub id or a local folder) or --train_dir (a folder of images).")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be at least 1, got {value}.")
+
+
+def parse_args(argv: list[str]):
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, GOHSPConfig))
+    if argv and argv[0].endswith(".json"):  # a JSON config, then optional overrides
+        argv = [*_json_to_argv(json.loads(Path(argv[0]).read_text())), *argv[1:]]
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _json_to_argv(config: dict) -> list[str]:
+    argv = []
+    for key, value in config.items():
+        values = value if isinstance(value, list) else [value]
+        argv += [f"--{key}", *(str(v) for v in values)]
+    return argv
+
+
+# ------------------------------------------------------------------------------------------------ data
+def load_data(data_args: DataTrainingArguments, model_args: ModelArguments) -> DatasetDict:
+    if data_args.dataset_name is not None:
+        dataset = _hub_or_local(
+            lambda: load_dataset(
+                data_args.dataset_name,
+                data_args.dataset_config_name,
+                cache_dir=model_args.cache_dir,
+                token=model_args.token,
+            ),
+            data_args.dataset_name,
+            "dataset",
+        )
+    else:
+        files = {"train": os.path.join(data_args.train_dir, "**")}
+        if data_args.validation_dir is not None:
+            files["validation"] = os.path.join(data_args.validation_dir, "**")
+        dataset = load_dataset("imagefolder", data_files=files, cache_dir=model_args.cache_dir)
+    if "train" not in dataset:
+        raise ValueError(f"The dataset has no `train` split (it has {list(dataset)}).")
+    evaluation = next((s for s in ("validation", "test") if s in dataset), None)
+    if evaluation is None:
+        split = dataset["train"].train_test_split(data_args.train_val_split, seed=0)
+        dataset = DatasetDict(train=split["train"], validation=split["test"])
+    else:
+        dataset = DatasetDict(train=dataset["train"], validation=dataset[evaluation])
+    for name, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples)):
+        if len(dataset[name]) == 0:
+            raise ValueError(f"The {name} split of the dataset is empty.")
+        if limit is not None:
+            dataset[name] = dataset[name].select(range(min(limit, len(dataset[name]))))
+    return dataset
+
+
+def find_columns(dataset, data_args: DataTrainingArguments) -> tuple[str, str]:
+    columns = dataset["train"].column_names
+
+    def pick(given, candidates, what, flag):
+        if given is not None:
+            if given not in columns:
+                raise ValueError(f"--{flag} {given!r} is not a column of the dataset (columns: {columns}).")
+            return given
+        found = next((c for c in candidates if c in columns), None)
+        if found is None:
+            raise ValueError(
+                f"The dataset has no {what} column ({' or '.join(candidates)}); its columns are {columns}. "
+                f"Name it with --{flag}."
+            )
+        return found
+
+    return (
+        pick(data_args.image_column_name, IMAGE_COLUMNS, "image", "image_column_name"),
+        pick(data_args.label_column_name, LABEL_COLUMNS, "label", "label_column_name"),
+    )
+
+
+def label_names(dataset, label_column: str) -> list[str]:
+    feature = dataset["train"].features[label_column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    return [str(v) for v in sorted(set(dataset["train"][label_column]))]
+
+
+def make_transform(processor, image_column: str, label_column: str, names: list[str], num_channels: int):
+    """Batch transform: PIL images -> `pixel_values`, labels -> ids (grayscale and RGB both accepted)."""
+    mode = "RGB" if num_channels == 3 else "L"
+    to_id = {name: i for i, name in enumerate(names)}
+
+    def transform(batch):
+        images = [image.convert(mode) for image in batch[image_column]]
+        out = processor(images, return_tensors="pt")
+        labels = batch[label_column]
+        out["labels"] = [label if isinstance(label, int) else to_id[str(label)] for label in labels]
+        return out
+
+    return transform
+
+
+def collate(examples):
+    return {
+        "pixel_values": torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples]),
+        "labels": torch.tensor([e["labels"] for e in examples]),
+    }
+
+
+def compute_metrics(prediction):
+    """Top-1 accuracy, computed locally (evaluate.load("accuracy") needs the Hub)."""
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return {"accuracy": float((np.argmax(logits, -1) == prediction.label_ids).mean())}
+
+
+# ------------------------------------------------------------------------------------------------ model
+def load_model(model_args: ModelArguments, names: list[str]):
+    labels = {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+    }
+    if model_args.model_name_or_path is None:
+        if model_args.model_type not in ("vit", "deit"):
+            raise ValueError("Pass --model (a Hub id or a folder), or --model_type vit|deit to build a new model.")
+        config = AutoConfig.for_model(model_args.model_type, **labels)
+        if model_args.config_overrides:
+            config.update_from_string(model_args.config_overrides)
+        model = AutoModelForImageClassification.from_config(config)
+        size = config.image_size
+        processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        if config.num_channels == 1:
+            processor.image_mean, processor.image_std = [0.5], [0.5]
+        return model, processor
+    name = model_args.model_name_or_path
+    hub = dict(revision=model_args.model_revision, cache_dir=model_args.cache_dir, token=model_args.token)
+    config = _hub_or_local(lambda: AutoConfig.from_pretrained(name, **hub), name, "model")
+    if config.model_type not in ("vit", "deit"):
+        raise ValueError(
+            f"{name} is a {config.model_type!r} model; gohsp_hf prunes ViT and DeiT image classifiers "
+            f"({', '.join(SUPPORTED_MODELS)})."
+        )
+    model = AutoModelForImageClassification.from_pretrained(
+        name, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **labels, **hub
+    )
+    processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name or name, **hub)
+    return model, processor
+
+
+def _hub_or_local(load, name: str, what: str):
+    """Run `load`; when `name` is neither a local folder nor reachable on the Hub, say so in one sentence."""
+    try:
+        return load()
+    except (OSError, ConnectionError, ValueError) as error:
+        if Path(name).exists():
+            raise
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "false", "")
+        reason = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached or has no such repository"
+        raise ValueError(
+            f"Could not load the {what} {name!r}: it is not a local folder, and {reason}. On a machine without "
+            f"network, save the {what} on a connected machine (save_pretrained / save_to_disk or parquet files) "
+            f"and pass that local folder instead."
+        ) from error
+
+
+# ------------------------------------------------------------------------------------------------ main
+def check_images(dataset, transform) -> None:
+    """Decode a few images up front, so an unreadable dataset fails before any training."""
+    try:
+        transform(dataset["train"][:2])
+    except Exception as error:
+        raise ValueError(f"The image processor cannot read the dataset's images: {error}") from error
+
+
+def train_dense(model, args: GOHSPConfig, model_args: ModelArguments, dataset, processor) -> None:
+    dense_args = TrainingArguments(
+        output_dir=os.path.join(args.output_dir, "dense"),
+        num_train_epochs=model_args.dense_epochs,
+        learning_rate=model_args.dense_learning_rate or args.learning_rate,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        label_smoothing_factor=args.label_smoothing_factor,
+        lr_scheduler_type=args.lr_scheduler_type,
+        logging_steps=args.logging_steps,
+        save_strategy="no",
+        report_to=args.report_to,
+        use_cpu=args.use_cpu,
+        seed=args.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=args.dataloader_num_workers,
+        disable_tqdm=args.disable_tqdm,
+        bf16=args.bf16,
+        fp16=args.fp16,
+    )
+    trainer = Trainer(
+        model=model,
+        args=dense_args,
+        train_dataset=dataset["train"],
+        data_collator=collate,
+        processing_class=processor,
+    )
+    trainer.train()
+
+
+def summary_table(results: dict) -> str:
+    dense, pruned = results["dense"], results["pruned"]
+    rows = [("", "dense", "pruned")]
+    if "accuracy" in dense:
+        rows.append(("accuracy", f"{dense['accuracy']:.4f}", f"{pruned['accuracy']:.4f}"))
+    rows.append(("parameters", f"{dense['params']:,}", f"{pruned['params']:,}"))
+    rows.append(("GFLOPs / image", f"{dense['flops'] / 1e9:.4f}", f"{pruned['flops'] / 1e9:.4f}"))
+    rows.append(("sparsity", "0", f"{results['achieved_sparsity']:.4f} (target {results['target_sparsity']})"))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, width)) for row in rows)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    args.remove_unused_columns = False  # the image column is turned into pixel_values on the fly
+
+    dataset = load_data(data_args, model_args)
+    image_column, label_column = find_columns(dataset, data_args)
+    names = label_names(dataset, label_column)
+    model, processor = load_model(model_args, names)
+    transform = make_transform(processor, image_column, label_column, names, model.config.num_channels)
+    check_images(dataset, transform)
+    dataset = dataset.with_transform(transform)
+
+    if model_args.dense_epochs > 0:
+        train_dense(model, args, model_args, dataset, processor)
+    trainer = GOHSPTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset["validation"],
+        data_collator=collate,
+        processing_class=processor,
+        compute_metrics=compute_metrics,
+    )
+    trainer.train()
+    results = trainer.results
+    if trainer.is_world_process_zero():
+        print(summary_table(results))
+        reloaded = AutoModelForImageClassification.from_pretrained(args.output_dir)
+        print(f"Saved to {args.output_dir}; reloads as {type(reloaded).__name__}.")
+    return results
+
+
+if __name__ == "__main__":
+    main()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # gloo sometimes aborts at interpreter exit after all work is done (HF_NOTES item 6).
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -1,0 +1,218 @@
+"""Real GOHSPTrainer runs on a tiny ViT trained on scikit-learn's digits."""
+
+import copy
+import json
+
+import pytest
+import torch
+from conftest import make_model
+from helpers import DigitsDataset, accuracy
+from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, ViTForImageClassification
+
+from gohsp_hf import GOHSPConfig, GOHSPTrainer, GOHSPViTForImageClassification
+
+TRAIN, EVAL = DigitsDataset(0, 1400), DigitsDataset(1400, None)
+QUIET = dict(use_cpu=True, report_to=[], disable_tqdm=True, save_strategy="no", seed=0)
+
+
+@pytest.fixture(scope="module")
+def dense_dir(tmp_path_factory):
+    """A tiny ViT trained on digits for a few seconds (pruning a random model says nothing)."""
+    path = tmp_path_factory.mktemp("dense")
+    model = make_model("vit", num_labels=10)
+    args = TrainingArguments(
+        str(path / "train"),
+        num_train_epochs=8,
+        learning_rate=2e-3,
+        warmup_steps=20,
+        per_device_train_batch_size=32,
+        **QUIET,
+    )
+    Trainer(model=model, args=args, train_dataset=TRAIN).train()
+    model.save_pretrained(path / "model")
+    return path / "model"
+
+
+def gohsp_args(output_dir, **overrides):
+    settings = dict(
+        target_sparsity=0.5,
+        admm_max_steps=300,
+        admm_update_steps=100,
+        finetune_max_steps=60,
+        learning_rate=3e-3,
+        per_device_train_batch_size=32,
+        ranking_samples=64,
+        logging_steps=20,
+    )
+    return GOHSPConfig(str(output_dir), **{**settings, **QUIET, **overrides})
+
+
+@pytest.fixture(scope="module")
+def gohsp_run(dense_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("gohsp") / "out"
+    dense = ViTForImageClassification.from_pretrained(dense_dir)
+    before = {n: p.detach().clone() for n, p in dense.named_parameters()}
+    trainer = GOHSPTrainer(
+        model=dense, args=gohsp_args(output_dir), train_dataset=TRAIN, eval_dataset=EVAL, compute_metrics=accuracy
+    )
+    trainer.train()
+    return trainer, dense, before, output_dir
+
+
+def test_gohsp_run_trains_and_hits_the_budget(gohsp_run):
+    trainer, dense, before, _ = gohsp_run
+    results = trainer.results
+    losses = [log["loss"] for stage in results["log_history"].values() for log in stage if "loss" in log]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    changed = [n for n, p in dense.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert "vit.layers.0.attention.q_proj.weight" in changed and "classifier.weight" in changed
+    assert abs(results["achieved_sparsity"] - 0.5) < 0.005
+    assert isinstance(trainer.model, GOHSPViTForImageClassification)
+    # The pruned model keeps most of the dense accuracy on this easy task.
+    assert results["pruned"]["accuracy"] > results["dense"]["accuracy"] - 0.1
+
+
+def test_admm_residual_falls_and_is_logged(gohsp_run):
+    trainer, *_ = gohsp_run
+    logs = trainer.results["log_history"]["admm"]
+    residuals = [log["admm_residual"] for log in logs if "admm_residual" in log]
+    assert len(residuals) >= 3 and all("admm_rho" in log for log in logs if "admm_residual" in log)
+    initial = trainer.results["admm_initial"]["admm_residual"]
+    assert residuals[0] == initial  # the first log shows the starting point
+    assert trainer.results["admm_final"]["admm_residual"] < 0.5 * initial
+    # ADMM pays off: right after the hard prune the model is far better than a one-shot magnitude prune.
+    assert trainer.results["after_hard_prune"]["accuracy"] > 0.5
+
+
+def test_saved_model_reloads_with_equal_logits(gohsp_run):
+    trainer, _, _, output_dir = gohsp_run
+    files = {p.name for p in output_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "modeling_gohsp_vit.py", "gohsp_structure.json"} <= files
+    results = json.loads((output_dir / "gohsp_results.json").read_text())
+    for key in (
+        "dense",
+        "pruned",
+        "target_sparsity",
+        "achieved_sparsity",
+        "structure",
+        "head_scores",
+        "stage_seconds",
+    ):
+        assert key in results
+    assert set(results["stage_seconds"]) == {"ranking", "pruning", "hard_prune", "finetune"}
+    assert "accuracy" in results["dense"] and results["pruned"]["params"] < results["dense"]["params"]
+    reloaded = AutoModelForImageClassification.from_pretrained(output_dir).eval()
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    x = EVAL.pixel_values[:8]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x).logits, model(x).logits, atol=1e-6, rtol=1e-5)
+    assert reloaded.config.gohsp_provenance["method"] == "gohsp"
+
+
+@pytest.mark.parametrize("method", ["somp", "sgmp", "random"])
+def test_baselines_share_budget_and_export(method, dense_dir, tmp_path):
+    args = gohsp_args(
+        tmp_path / method,
+        method=method,
+        target_sparsity=0.4,
+        admm_max_steps=40,
+        admm_update_steps=10,
+        finetune_max_steps=20,
+    )
+    trainer = GOHSPTrainer(model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN)
+    trainer.train()
+    assert abs(trainer.results["achieved_sparsity"] - 0.4) < 0.005
+    steps = {stage: logs[-1]["step"] for stage, logs in trainer.results["log_history"].items()}
+    assert sum(steps.values()) == 60  # the same total steps for every method
+    assert (tmp_path / method / "model.safetensors").exists()
+
+
+def test_gradient_accumulation_does_not_rescale_the_penalty(dense_dir, tmp_path):
+    """One optimizer step over the same 16 images: GA 1 x 16 and GA 2 x 8 give the same gradient norm."""
+    norms = []
+    for batch, accumulation in ((16, 1), (8, 2)):
+        args = gohsp_args(
+            tmp_path / f"ga{accumulation}",
+            admm_max_steps=1,
+            finetune_max_steps=0,
+            finetune_epochs=0,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            logging_steps=1,
+            rho=1.0,
+            rho_max=1.0,
+        )
+        trainer = GOHSPTrainer(
+            model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN
+        )
+        trainer.train()
+        norms.append(next(log["grad_norm"] for log in trainer.results["log_history"]["admm"] if "grad_norm" in log))
+    assert norms[0] == pytest.approx(norms[1], rel=1e-4)
+
+
+def test_distillation_from_the_dense_model(dense_dir, tmp_path):
+    args = gohsp_args(
+        tmp_path / "kd",
+        admm_max_steps=20,
+        admm_update_steps=10,
+        finetune_max_steps=10,
+        distillation_alpha=0.5,
+        logging_steps=5,
+    )
+    trainer = GOHSPTrainer(model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN)
+    trainer.train()
+    assert trainer.teacher is not None and isinstance(trainer.teacher, ViTForImageClassification)
+    losses = [log["loss"] for log in trainer.results["log_history"]["finetune"] if "loss" in log]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    # With the student as its own teacher the KL term vanishes: loss = (1 - alpha) * task loss.
+    student = trainer.model.train()
+    batch = {"pixel_values": TRAIN.pixel_values[:8], "labels": torch.tensor(TRAIN.labels[:8])}
+    trainer.teacher = copy.deepcopy(student).eval()
+    with torch.no_grad():
+        distilled = trainer.compute_loss(student, batch)
+        plain = student(**batch).loss
+    torch.testing.assert_close(distilled, 0.5 * plain)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(target_sparsity=0.0), "target_sparsity must be a fraction in \\(0, 1\\)"),
+        (dict(target_sparsity=1.0), "target_sparsity must be a fraction in \\(0, 1\\)"),
+        (dict(target_sparsity=-0.3), "target_sparsity must be a fraction in \\(0, 1\\)"),
+        (dict(target_sparsity=float("nan")), "target_sparsity must be a fraction in \\(0, 1\\)"),
+        (dict(method="magic"), "method must be one of"),
+        (dict(ranking_similarity="dot"), "ranking_similarity must be one of"),
+    ],
+)
+def test_bad_config_is_rejected(overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        gohsp_args(tmp_path, **overrides)
+
+
+def test_unreachable_target_fails_before_training(tmp_path):
+    args = gohsp_args(tmp_path / "out", target_sparsity=0.98)
+    with pytest.raises(ValueError, match="cannot be reached"):
+        GOHSPTrainer(model=make_model("vit", num_labels=10), args=args, train_dataset=TRAIN)
+
+
+def test_output_dir_of_another_run_is_refused(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="already holds files.*--overwrite_output_dir"):
+        GOHSPTrainer(model=make_model("vit", num_labels=10), args=gohsp_args(tmp_path / "out"), train_dataset=TRAIN)
+    GOHSPTrainer(
+        model=make_model("vit", num_labels=10),
+        args=gohsp_args(tmp_path / "out", overwrite_output_dir=True),
+        train_dataset=TRAIN,
+    )
+
+
+def test_unsupported_model_is_refused(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    bert = BertForSequenceClassification(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    )
+    with pytest.raises(ValueError, match="cannot prune a BertForSequenceClassification"):
+        GOHSPTrainer(model=bert, args=gohsp_args(tmp_path / "out"), train_dataset=TRAIN)
