@@ -37,10 +37,11 @@ from transformers import (
     HfArgumentParser,
     Trainer,
     TrainingArguments,
-    ViTImageProcessor,
+    ViTImageProcessorPil,
 )
 
 from gohsp_hf import SUPPORTED_MODELS, GOHSPConfig, GOHSPTrainer
+from gohsp_hf.gohsp_trainer import check_output_dir
 
 logger = logging.getLogger(__name__)
 IMAGE_COLUMNS, LABEL_COLUMNS = ("image", "img"), ("label", "labels")
@@ -226,7 +227,9 @@ def load_model(model_args: ModelArguments, names: list[str]):
             config.update_from_string(model_args.config_overrides)
         model = AutoModelForImageClassification.from_config(config)
         size = config.image_size
-        processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        processor = ViTImageProcessorPil(
+            size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        )
         if config.num_channels == 1:
             processor.image_mean, processor.image_std = [0.5], [0.5]
         return model, processor
@@ -300,6 +303,7 @@ def train_dense(model, args: GOHSPConfig, model_args: ModelArguments, dataset, p
         processing_class=processor,
     )
     trainer.train()
+    trainer.save_model(dense_args.output_dir)  # the dense reference, next to the pruned model
 
 
 def summary_table(results: dict) -> str:
@@ -319,6 +323,8 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     args.remove_unused_columns = False  # the image column is turned into pixel_values on the fly
+    check_output_dir(args)  # before any data is loaded or any training starts
+    args.overwrite_output_dir = True  # from here on, what output_dir holds is this run's own (e.g. dense/)
 
     dataset = load_data(data_args, model_args)
     image_column, label_column = find_columns(dataset, data_args)

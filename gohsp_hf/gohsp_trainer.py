@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from huggingface_hub import create_repo, upload_folder
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
@@ -40,6 +41,8 @@ from .structure import PrunedStructure, apply_masks
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "gohsp_results.json"
+# What a Hub user of the pruned model needs; stage checkpoints stay local.
+HUB_FILES = ["*.json", "*.safetensors", "*.py", "README.md", "*.png"]
 
 
 class GOHSPTrainer(Trainer):
@@ -66,7 +69,10 @@ class GOHSPTrainer(Trainer):
         if not isinstance(args, GOHSPConfig):
             raise ValueError("GOHSPTrainer needs a GOHSPConfig as `args` (it holds the pruning settings).")
         model_variant(model)  # a clear ValueError for models we cannot prune
-        _check_output_dir(args)
+        check_output_dir(args)
+        # The Trainer would create the Hub repo now (failing at once without network) and push every stage's
+        # checkpoints; we push the final pruned model once it is saved locally (`push_to_hub` below).
+        self.push_final_model, args.push_to_hub = args.push_to_hub, False
         super().__init__(model=model, args=args, **kwargs)
         # Our penalty (and the pruned model's loss) are means: the Trainer must divide them by the
         # accumulation steps itself rather than scale by a token count (HF_NOTES item 4).
@@ -299,9 +305,37 @@ class GOHSPTrainer(Trainer):
             structure=self.structure,
         )
         _write_json_atomic(Path(root) / RESULTS_FILE, self.results)
+        if self.push_final_model:
+            self.push_pruned_model(root)
+
+    def push_pruned_model(self, folder: str) -> None:
+        """Upload the saved pruned model (weights, config, code, processor, structure, results) to the Hub.
+
+        Raises a `RuntimeError` in one sentence when the upload fails; the local save is complete by then.
+        """
+        repo_id = self.args.hub_model_id or Path(folder).name
+        try:
+            repo_id = create_repo(
+                repo_id, token=self.args.hub_token, private=self.args.hub_private_repo, exist_ok=True
+            ).repo_id
+            upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                allow_patterns=HUB_FILES,
+                token=self.args.hub_token,
+                revision=self.args.hub_revision,
+                commit_message="Upload GOHSP-pruned model",
+            )
+        except Exception as error:  # network, auth and offline-mode errors share no base class in huggingface_hub
+            raise RuntimeError(
+                f"The pruned model is saved in {folder}, but pushing it to the Hub as {repo_id} failed "
+                f"({type(error).__name__}: {error}); check the network and your token, then run "
+                f"`hf upload {repo_id} {folder}`."
+            ) from error
 
 
-def _check_output_dir(args: GOHSPConfig) -> None:
+def check_output_dir(args: GOHSPConfig) -> None:
+    """Refuse an `output_dir` that already holds files, unless `overwrite_output_dir` is set."""
     path = Path(args.output_dir)
     if path.is_dir() and any(path.iterdir()) and not args.overwrite_output_dir:
         raise ValueError(

@@ -216,3 +216,24 @@ def test_unsupported_model_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="cannot prune a BertForSequenceClassification"):
         GOHSPTrainer(model=bert, args=gohsp_args(tmp_path / "out"), train_dataset=TRAIN)
+
+
+def test_push_to_hub_offline_saves_locally_then_fails_clearly(dense_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = gohsp_args(
+        tmp_path / "out",
+        admm_max_steps=4,
+        admm_update_steps=2,
+        finetune_max_steps=2,
+        push_to_hub=True,
+        hub_model_id="someone/tiny-gohsp",
+    )
+    trainer = GOHSPTrainer(model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN)
+    with pytest.raises(
+        RuntimeError,
+        match="The pruned model is saved in .*pushing it to the Hub as someone/tiny-gohsp failed .*hf upload",
+    ):
+        trainer.train()
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "out")  # the local save is complete
+    assert isinstance(reloaded, GOHSPViTForImageClassification)
+    assert (tmp_path / "out" / "gohsp_results.json").exists()

@@ -1,0 +1,181 @@
+"""examples/run_gohsp.py: a real run in a subprocess, and its clear errors on bad input."""
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import ClassLabel, Dataset, Features, Image
+from PIL import Image as PILImage
+from sklearn.datasets import load_digits
+from transformers import AutoModelForImageClassification, BertConfig, BertForSequenceClassification
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "examples" / "run_gohsp.py"
+TINY_MODEL = [
+    "--model_type", "vit",
+    "--config_overrides", "image_size=16,patch_size=4,hidden_size=32,num_hidden_layers=2,num_attention_heads=2,"
+    "intermediate_size=64",
+]  # fmt: skip
+FAST = [
+    "--admm_max_steps", "6", "--admm_update_steps", "3", "--finetune_max_steps", "4", "--ranking_samples", "16",
+    "--per_device_train_batch_size", "16", "--use_cpu", "--report_to", "none", "--save_strategy", "no",
+    "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("run_gohsp", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_gohsp"] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def png(array) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(array.astype("uint8"), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digits_parquet(folder: Path, image_column="img", label_column="label", corrupt=False) -> Path:
+    """Real digits as grayscale PNGs, in the Hub's parquet layout (train/test files)."""
+    images, labels = load_digits(return_X_y=True)
+    features = {image_column: Image()}
+    if label_column:
+        features[label_column] = ClassLabel(names=[str(i) for i in range(10)])
+    folder.mkdir(parents=True)
+    for split, rows in (("train", slice(0, 300)), ("test", slice(300, 400))):
+        data = {
+            image_column: [
+                {"bytes": b"not an image" if corrupt else png(x.reshape(8, 8) * 16), "path": None}
+                for x in images[rows]
+            ]
+        }
+        if label_column:
+            data[label_column] = labels[rows].tolist()
+        Dataset.from_dict(data, features=Features(features)).to_parquet(
+            str(folder / f"{split}-00000-of-00001.parquet")
+        )
+    return folder
+
+
+def test_cli_runs_the_whole_pipeline(tmp_path):
+    data = digits_parquet(tmp_path / "digits")  # grayscale images, RGB model: converted on the fly
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        *TINY_MODEL,
+        "--dataset_name",
+        str(data),
+        "--dense_epochs",
+        "1",
+        "--target_sparsity",
+        "0.4",
+        "--output_dir",
+        str(out),
+        *FAST,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "parameters" in result.stdout and "reloads as GOHSPViTForImageClassification" in result.stdout
+    results = json.loads((out / "gohsp_results.json").read_text())
+    assert abs(results["achieved_sparsity"] - 0.4) < 0.005 and "accuracy" in results["pruned"]
+    model = AutoModelForImageClassification.from_pretrained(out)
+    assert model.config.id2label[3] == "3" and (out / "preprocessor_config.json").exists()
+
+
+def test_json_config_with_overrides():
+    cli = load_cli()
+    model_args, data_args, args = cli.parse_args(
+        [str(REPO / "examples" / "configs" / "fashion_mnist_tiny.json"), "--target_sparsity", "0.3"]
+    )
+    assert args.target_sparsity == 0.3 and model_args.model_type == "vit" and data_args.dataset_name
+    _, _, args = cli.parse_args(["--model", "some/model", "--dataset_name", "x", "--output_dir", "o"])
+    assert args.head_sparsity == 0.25
+
+
+def run_main(tmp_path, *extra):
+    cli = load_cli()
+    return cli.main([*TINY_MODEL, "--output_dir", str(tmp_path / "out"), *FAST, *extra])
+
+
+def test_dataset_without_label_column(tmp_path):
+    data = digits_parquet(tmp_path / "d", label_column=None)
+    with pytest.raises(ValueError, match="The dataset has no label column \\(label or labels\\)"):
+        run_main(tmp_path, "--dataset_name", str(data))
+
+
+def test_dataset_with_unreadable_images(tmp_path):
+    data = digits_parquet(tmp_path / "d", corrupt=True)
+    with pytest.raises(ValueError, match="The image processor cannot read the dataset's images"):
+        run_main(tmp_path, "--dataset_name", str(data))
+
+
+def test_named_column_that_does_not_exist(tmp_path):
+    data = digits_parquet(tmp_path / "d")
+    with pytest.raises(ValueError, match="--label_column_name 'fine_label' is not a column"):
+        run_main(tmp_path, "--dataset_name", str(data), "--label_column_name", "fine_label")
+
+
+def test_hub_ids_while_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = digits_parquet(tmp_path / "d")
+    with pytest.raises(ValueError, match="Could not load the model 'facebook/deit-small-patch16-224'.*local folder"):
+        load_cli().main(
+            [
+                "--model",
+                "facebook/deit-small-patch16-224",
+                "--dataset_name",
+                str(data),
+                "--output_dir",
+                str(tmp_path / "o"),
+                *FAST,
+            ]
+        )
+    with pytest.raises(ValueError, match="Could not load the dataset 'uoft-cs/cifar10'.*HF_HUB_OFFLINE is set"):
+        run_main(tmp_path, "--dataset_name", "uoft-cs/cifar10")
+
+
+def test_model_that_is_not_vit(tmp_path):
+    bert = tmp_path / "bert"
+    BertForSequenceClassification(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(bert)
+    data = digits_parquet(tmp_path / "d")
+    with pytest.raises(ValueError, match="is a 'bert' model; gohsp_hf prunes ViT and DeiT"):
+        load_cli().main(
+            ["--model", str(bert), "--dataset_name", str(data), "--output_dir", str(tmp_path / "o"), *FAST]
+        )
+
+
+def test_output_dir_of_another_run(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.safetensors").write_bytes(b"precious")
+    with pytest.raises(ValueError, match="already holds files"):
+        run_main(tmp_path, "--dataset_name", "anything")
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == b"precious"
+
+
+def test_max_train_samples_zero(tmp_path):
+    with pytest.raises(ValueError, match="--max_train_samples must be at least 1"):
+        run_main(tmp_path, "--dataset_name", "anything", "--max_train_samples", "0")
+
+
+def test_image_folders(tmp_path):
+    images, labels = load_digits(return_X_y=True)
+    for i, (x, y) in enumerate(zip(images[:40], labels[:40])):
+        folder = tmp_path / "train" / f"class_{y}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.png").write_bytes(png(x.reshape(8, 8) * 16))
+    cli = load_cli()
+    data_args = cli.DataTrainingArguments(train_dir=str(tmp_path / "train"))
+    dataset = cli.load_data(data_args, cli.ModelArguments())
+    assert cli.find_columns(dataset, data_args) == ("image", "label")
+    assert len(dataset["train"]) + len(dataset["validation"]) == 40
