@@ -19,6 +19,7 @@ A JSON file as the first argument gives the arguments; flags after it override t
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -29,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from datasets import ClassLabel, DatasetDict, load_dataset
+from datasets import ClassLabel, DatasetDict, Image, load_dataset
+from PIL import Image as PILImage
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -38,6 +40,7 @@ from transformers import (
     Trainer,
     TrainingArguments,
     ViTImageProcessorPil,
+    set_seed,
 )
 
 from gohsp_hf import SUPPORTED_MODELS, GOHSPConfig, GOHSPTrainer
@@ -234,6 +237,10 @@ def load_model(model_args: ModelArguments, names: list[str]):
             processor.image_mean, processor.image_std = [0.5], [0.5]
         return model, processor
     name = model_args.model_name_or_path
+    if Path(name).is_dir() and not (Path(name) / "config.json").exists():
+        raise ValueError(
+            f"{name} is a folder without a config.json; pass a folder written by save_pretrained, or a Hub id."
+        )
     hub = dict(revision=model_args.model_revision, cache_dir=model_args.cache_dir, token=model_args.token)
     config = _hub_or_local(lambda: AutoConfig.from_pretrained(name, **hub), name, "model")
     if config.model_type not in ("vit", "deit"):
@@ -253,6 +260,10 @@ def _hub_or_local(load, name: str, what: str):
     try:
         return load()
     except (OSError, ConnectionError, ValueError) as error:
+        if Path(name).exists() and "corresponds to no data" in str(error):  # datasets' words for an empty split
+            raise ValueError(
+                f"A split of the {what} in {name} is empty ({error}); remove or fill that split."
+            ) from error
         if Path(name).exists():
             raise
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "false", "")
@@ -265,6 +276,42 @@ def _hub_or_local(load, name: str, what: str):
 
 
 # ------------------------------------------------------------------------------------------------ main
+def drop_unreadable_images(dataset: DatasetDict, image_column: str) -> DatasetDict:
+    """Skip images that cannot be decoded, with a warning that counts them (the check is cached by datasets)."""
+    for split in dataset:
+        feature = dataset[split].features[image_column]
+        if not isinstance(feature, Image):
+            continue
+        raw = dataset[split].cast_column(image_column, Image(decode=False))
+        flags = raw.map(
+            lambda batch: {"_readable": [_readable(item) for item in batch[image_column]]},
+            batched=True,
+            remove_columns=raw.column_names,
+            desc=f"Checking {split} images",
+        )["_readable"]
+        bad = [i for i, ok in enumerate(flags) if not ok]
+        if len(bad) == len(flags):
+            raise ValueError(
+                f"The image processor cannot read the dataset's images: none of the {len(flags)} {split} images decode."
+            )
+        if bad:
+            logger.warning(
+                f"Skipped {len(bad)} unreadable image(s) of {len(flags)} in the {split} split (rows {bad[:5]}...)."
+            )
+            dataset[split] = dataset[split].select([i for i, ok in enumerate(flags) if ok])
+    return dataset
+
+
+def _readable(item: dict) -> bool:
+    try:
+        source = io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]
+        with PILImage.open(source) as image:
+            image.load()
+        return True
+    except Exception:
+        return False
+
+
 def check_images(dataset, transform) -> None:
     """Decode a few images up front, so an unreadable dataset fails before any training."""
     try:
@@ -323,12 +370,19 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     args.remove_unused_columns = False  # the image column is turned into pixel_values on the fly
-    check_output_dir(args)  # before any data is loaded or any training starts
+    resume = args.resume_from_checkpoint
+    if not resume:
+        check_output_dir(args)  # before any data is loaded or any training starts
     args.overwrite_output_dir = True  # from here on, what output_dir holds is this run's own (e.g. dense/)
+    set_seed(args.seed)
 
     dataset = load_data(data_args, model_args)
     image_column, label_column = find_columns(dataset, data_args)
+    dataset = drop_unreadable_images(dataset, image_column)
     names = label_names(dataset, label_column)
+    dense_dir = Path(args.output_dir) / "dense"
+    if resume and model_args.dense_epochs > 0 and (dense_dir / "config.json").exists():
+        model_args.model_name_or_path, model_args.dense_epochs = str(dense_dir), 0  # trained before the interruption
     model, processor = load_model(model_args, names)
     transform = make_transform(processor, image_column, label_column, names, model.config.num_channels)
     check_images(dataset, transform)
@@ -345,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=processor,
         compute_metrics=compute_metrics,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     results = trainer.results
     if trainer.is_world_process_zero():
         print(summary_table(results))
@@ -355,7 +409,12 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:  # bad input: one sentence, no traceback
+        if os.environ.get("GOHSP_TRACEBACK"):
+            raise
+        sys.exit(f"run_gohsp.py: error: {error}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # gloo sometimes aborts at interpreter exit after all work is done (HF_NOTES item 6).
         torch.distributed.barrier()

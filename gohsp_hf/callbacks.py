@@ -55,6 +55,10 @@ class GradualPruningCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         self._apply(model)
 
+    def restore(self, structure, model) -> None:
+        """Resume with the masks of a checkpoint."""
+        self.structure, self.masks = structure, structure.parameter_masks(model)
+
     @torch.no_grad()
     def _apply(self, model):
         params = prunable_parameters(model)

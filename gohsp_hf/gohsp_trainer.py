@@ -26,6 +26,7 @@ from huggingface_hub import create_repo, upload_folder
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .admm import ADMMState, group_scores, project, prunable_parameters
 from .baselines import magnitude_head_mask, random_group_scores, random_head_mask
@@ -36,11 +37,13 @@ from .export import export_pruned_model, save_pruned_model
 from .gohsp_config import GOHSPConfig
 from .head_ranking import rank_heads
 from .model_utils import model_dims, model_variant
+from .modeling_gohsp_vit import GOHSPViTForImageClassification
 from .structure import PrunedStructure, apply_masks
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "gohsp_results.json"
+GOHSP_STATE = "gohsp_state.pt"
 # What a Hub user of the pruned model needs; stage checkpoints stay local.
 HUB_FILES = ["*.json", "*.safetensors", "*.py", "README.md", "*.png"]
 
@@ -69,7 +72,6 @@ class GOHSPTrainer(Trainer):
         if not isinstance(args, GOHSPConfig):
             raise ValueError("GOHSPTrainer needs a GOHSPConfig as `args` (it holds the pruning settings).")
         model_variant(model)  # a clear ValueError for models we cannot prune
-        check_output_dir(args)
         # The Trainer would create the Hub repo now (failing at once without network) and push every stage's
         # checkpoints; we push the final pruned model once it is saved locally (`push_to_hub` below).
         self.push_final_model, args.push_to_hub = args.push_to_hub, False
@@ -82,38 +84,57 @@ class GOHSPTrainer(Trainer):
         self.solver = BudgetSolver.from_model(model, args.target_sparsity, args.min_mlp_width, args.round_to)
         self.solver.check_feasible(self._head_counts_after_ranking())
         self.admm: ADMMState | None = None
+        self.gradual: GradualPruningCallback | None = None
         self.teacher: nn.Module | None = None
+        self.head_mask: torch.Tensor | None = None
         self.structure: PrunedStructure | None = None
         self.head_ranking = None
+        self.stage: str | None = None
+        self.last_penalty: torch.Tensor | None = None
+        self.last_task_loss: torch.Tensor | None = None
         self.pruning_metrics: dict[str, float] = {}
         self.results: dict = {}
 
     # ---------------------------------------------------------------- the three stages
-    def train(self, resume_from_checkpoint=None, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """Rank heads, run the pruning stage, hard prune, fine-tune, and save the pruned model.
+
+        Args:
+            resume_from_checkpoint: a checkpoint folder of this run (`output_dir/<stage>/checkpoint-N`), or
+                `True` / `"last"` for the latest complete one. The run continues in that checkpoint's stage and
+                ends with the same structure and weights as an uninterrupted run.
 
         Returns the `TrainOutput` of the fine-tuning stage.
         """
-        if resume_from_checkpoint:
-            raise NotImplementedError("Resuming a GOHSP run is not supported yet; start the run again.")
         args, root = self.args, self.args.output_dir
-        self.results = {"method": args.method, "target_sparsity": args.target_sparsity, "stage_seconds": {}}
-        self.results["dense"] = {**model_cost(self.model), **self._evaluate("dense")}
-        if args.distillation_alpha > 0:
+        checkpoint = self._find_checkpoint(resume_from_checkpoint)
+        saved = torch.load(Path(checkpoint) / GOHSP_STATE, weights_only=False) if checkpoint else None
+        if saved is None:
+            check_output_dir(args)
+        if args.distillation_alpha > 0:  # the dense model, before any pruning
             self.teacher = copy.deepcopy(self.accelerator.unwrap_model(self.model)).eval().requires_grad_(False)
 
-        with self._stage("ranking"):  # paper stage 1
-            head_mask = self.rank_heads()
-        with self._stage("pruning"):  # paper stage 2
-            self._pruning_stage(head_mask)
-        with self._stage("hard_prune"):  # paper stage 3: remove the zeroed structures
-            self.hard_prune(head_mask)
-        self.results["after_hard_prune"] = self._evaluate("hard_prune")
+        if saved is None:
+            self.results = {"method": args.method, "target_sparsity": args.target_sparsity, "stage_seconds": {}}
+            self.results["dense"] = {**model_cost(self.model), **self._evaluate("dense")}
+            with self._stage("ranking"):  # paper stage 1
+                self.head_mask = self.rank_heads()
+        else:
+            self.results, self.head_mask = saved["results"], saved["head_mask"]
+        if saved is None or saved["stage"] != "finetune":
+            with self._stage("pruning"):  # paper stage 2
+                self._pruning_stage(checkpoint, saved)
+            with self._stage("hard_prune"):  # paper stage 3: remove the zeroed structures
+                self.hard_prune()
+            self.results["after_hard_prune"] = self._evaluate("hard_prune")
+            checkpoint = None
+        else:
+            self._install_pruned_model(checkpoint, saved)
         with self._stage("finetune"):
             epochs, steps = args.finetune_epochs, args.finetune_max_steps
             if args.method in ("somp", "random"):  # no pruning stage: fine-tune for its epochs too
                 epochs, steps = epochs + args.admm_epochs, _add_steps(steps, args.admm_max_steps)
-            output = self._run_stage("finetune", epochs, steps, [])
+            output = self._run_stage("finetune", epochs, steps, [], resume=checkpoint)
         self.args.output_dir = root
         self.results["pruned"] = {**model_cost(self.model), **self._evaluate("pruned")}
         self._save_final(root)
@@ -144,38 +165,44 @@ class GOHSPTrainer(Trainer):
         self.results["head_mask"] = mask.int().tolist()
         return mask
 
-    def _pruning_stage(self, head_mask: torch.Tensor) -> None:
+    def _pruning_stage(self, checkpoint: str | None = None, saved: dict | None = None) -> None:
         """Stage 2: ADMM (GOHSP) or the cubic gradual schedule (SGMP); nothing for SOMP and random."""
         args = self.args
         if args.method == "gohsp":
             model = self.accelerator.unwrap_model(self.model)
-            self.admm = ADMMState(model, head_mask, self.solver, args.rho, args.rho_growth, args.rho_max)
-            self.results["admm_initial"] = self.admm.metrics(model)
-            self.pruning_metrics.update(self.results["admm_initial"])  # goes out with the first log
+            self.admm = ADMMState(model, self.head_mask, self.solver, args.rho, args.rho_growth, args.rho_max)
+            if saved is not None:
+                self.admm.load_state_dict(saved["admm"])
+            else:
+                self.results["admm_initial"] = self.admm.metrics(model)
+                self.pruning_metrics.update(self.results["admm_initial"])  # goes out with the first log
             callback = ADMMCallback(self.admm, args.admm_update_steps, self.pruning_metrics)
-            self._run_stage("admm", args.admm_epochs, args.admm_max_steps, [callback])
+            self._run_stage("admm", args.admm_epochs, args.admm_max_steps, [callback], resume=checkpoint)
             self.results["admm_final"] = self.admm.metrics(model)
             self.admm = None  # the penalty stops here
         elif args.method == "sgmp":
             total = self._stage_steps(args.admm_epochs, args.admm_max_steps)
-            callback = GradualPruningCallback(
+            self.gradual = GradualPruningCallback(
                 lambda model, sparsity: self._magnitude_structure(model, sparsity),
                 args.target_sparsity,
                 total,
                 args.admm_update_steps,
                 self.pruning_metrics,
             )
-            self._run_stage("sgmp", args.admm_epochs, args.admm_max_steps, [callback])
+            if saved is not None and saved["gradual_structure"] is not None:
+                self.gradual.restore(PrunedStructure.from_dict(saved["gradual_structure"]), self.model)
+            self._run_stage("sgmp", args.admm_epochs, args.admm_max_steps, [self.gradual], resume=checkpoint)
+            self.gradual = None
 
     @torch.no_grad()
-    def hard_prune(self, head_mask: torch.Tensor) -> PrunedStructure:
+    def hard_prune(self) -> PrunedStructure:
         """Set W to Proj(W), export the physically smaller model and make it the model to fine-tune."""
         args, model = self.args, self.accelerator.unwrap_model(self.model)
         if args.method == "random":
-            self.structure = self.solver.solve(random_group_scores(self.dims, args.seed), head_mask)
+            self.structure = self.solver.solve(random_group_scores(self.dims, args.seed), self.head_mask)
         else:
             weights = {name: p.detach() for name, p in prunable_parameters(model).items()}
-            _, self.structure = project(weights, model, head_mask, self.solver)
+            _, self.structure = project(weights, model, self.head_mask, self.solver)
         apply_masks(model, self.structure)
         provenance = {
             "method": args.method,
@@ -184,22 +211,84 @@ class GOHSPTrainer(Trainer):
             "head_sparsity": args.head_sparsity,
             "round_to": args.round_to,
         }
-        pruned = export_pruned_model(model, self.structure, provenance).to(args.device)
-        self.model = self.model_wrapped = pruned
-        self.optimizer, self.lr_scheduler = None, None  # a new optimizer for the new parameters
         self.results["measured_sparsity"] = provenance["measured_sparsity"]
         self.results["structure"] = self.structure.sizes()
+        self._use_model(export_pruned_model(model, self.structure, provenance))
         return self.structure
+
+    def _install_pruned_model(self, checkpoint: str, saved: dict) -> None:
+        """Resuming in the fine-tuning stage: the pruned architecture comes from the checkpoint."""
+        self.structure = PrunedStructure.from_dict(saved["structure"])
+        self._use_model(GOHSPViTForImageClassification.from_pretrained(checkpoint))
+
+    def _use_model(self, model: nn.Module) -> None:
+        model.set_attn_implementation(self.accelerator.unwrap_model(self.model).config._attn_implementation)
+        self.model = self.model_wrapped = model.to(self.args.device)
+        self.optimizer, self.lr_scheduler = None, None  # a new optimizer for the new parameters
 
     # ---------------------------------------------------------------- Trainer hooks
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Task loss, plus the ADMM penalty in stage 2, or distillation from the dense model in stage 3."""
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        self.last_task_loss = loss.detach()
         if model.training and self.admm is not None:
-            loss = loss + self.admm.penalty(self.accelerator.unwrap_model(model))
+            self.last_penalty = self.admm.penalty(self.accelerator.unwrap_model(model))
+            loss = loss + self.last_penalty
         elif model.training and self.teacher is not None and self.structure is not None:
             loss = self._distillation_loss(loss, outputs.logits, inputs)
         return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's step, stopped with a clear error when the loss is NaN or infinite."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            step = self.state.global_step + 1
+            task_ok = self.last_task_loss is None or torch.isfinite(self.last_task_loss).all()
+            if task_ok and self.last_penalty is not None and not torch.isfinite(self.last_penalty):
+                cause = (
+                    f"the ADMM penalty overflowed (rho = {self.admm.rho:g}); lower rho_max or rho_growth, or "
+                    "lengthen admm_update_steps so the weights can follow Z"
+                )
+            else:
+                cause = "the task loss diverged; lower the learning rate or set max_grad_norm"
+            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            kept = f"; the last good checkpoint, {last}, is kept" if last else ""
+            raise FloatingPointError(
+                f"GOHSP stopped at step {step} of stage '{self.stage}': the loss is {loss.item()}: {cause}{kept}."
+            )
+        return loss
+
+    def _save_checkpoint(self, model, trial):
+        """The Trainer's checkpoint, plus `gohsp_state.pt` (stage, head mask, Z, U, rho, structure, results).
+
+        `gohsp_state.pt` is written last, through a rename: a checkpoint that has it is complete.
+        """
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        state = {
+            "stage": self.stage,
+            "results": self.results,
+            "head_mask": self.head_mask,
+            "admm": self.admm.state_dict() if self.admm is not None else None,
+            "gradual_structure": self.gradual.structure.to_dict() if self.gradual and self.gradual.structure else None,
+            "structure": self.structure.to_dict() if self.structure is not None else None,
+        }
+        torch.save(state, folder / f".{GOHSP_STATE}.tmp")
+        os.replace(folder / f".{GOHSP_STATE}.tmp", folder / GOHSP_STATE)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Load checkpoint weights through `from_pretrained`, which maps transformers' on-disk ViT/DeiT names.
+
+        transformers 5.24's own version loads the raw state dict with `strict=False`: every ViT encoder weight
+        is then "unexpected" and silently stays at its fresh values (HF_NOTES item 3).
+        """
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        loaded = type(target).from_pretrained(
+            resume_from_checkpoint, attn_implementation=target.config._attn_implementation
+        )
+        target.load_state_dict(loaded.state_dict(), strict=True)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """The Trainer's log, with the latest ADMM / SGMP metrics (residual, rho, sparsity) merged in."""
@@ -209,11 +298,12 @@ class GOHSPTrainer(Trainer):
         super().log(logs, start_time)
 
     # ---------------------------------------------------------------- helpers
-    def _run_stage(self, name: str, epochs: float, max_steps: int, callbacks: list):
+    def _run_stage(self, name: str, epochs: float, max_steps: int, callbacks: list, resume: str | None = None):
         """One `Trainer.train()` over the current model, with its own optimizer and checkpoint folder."""
         args, root = self.args, self.args.output_dir
         if epochs <= 0 and max_steps <= 0:
             return None
+        self.stage = name
         args.num_train_epochs, args.max_steps = epochs, max_steps
         args.output_dir = os.path.join(root, name)
         self.optimizer, self.lr_scheduler = None, None
@@ -226,13 +316,39 @@ class GOHSPTrainer(Trainer):
                     + (f" ({max_steps} steps)" if max_steps > 0 else "")
                     + f", target sparsity {args.target_sparsity:.2f}"
                 )
-            return super().train()
+            return super().train(resume_from_checkpoint=resume)
         finally:
+            self.stage = None
             # Each stage starts a fresh TrainerState: keep its logs (ADMM residuals...) for the results file.
             self.results.setdefault("log_history", {})[name] = list(self.state.log_history)
             for callback in callbacks:
                 self.remove_callback(callback)
             args.output_dir = root
+
+    def _find_checkpoint(self, resume: str | bool | None) -> str | None:
+        """The checkpoint folder to resume from: the given one, or for `True`/`"last"` the newest complete one."""
+        if not resume:
+            return None
+        if resume is True or resume == "last":
+            stages = ("finetune", "admm", "sgmp")  # newest stage first
+            for stage in stages:
+                folder = Path(self.args.output_dir) / stage
+                found = sorted(
+                    folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*/{GOHSP_STATE}"),
+                    key=lambda p: int(p.parent.name.split("-")[-1]),
+                )
+                if found:
+                    return str(found[-1].parent)
+            raise ValueError(
+                f"No complete GOHSP checkpoint in {self.args.output_dir} (looked in {', '.join(stages)}/checkpoint-*); "
+                "start the run without resume_from_checkpoint, or set save_strategy/save_steps so checkpoints are written."
+            )
+        if not (Path(resume) / GOHSP_STATE).exists():
+            raise ValueError(
+                f"{resume} is not a complete GOHSP checkpoint (it has no {GOHSP_STATE}); pass a folder "
+                "output_dir/<stage>/checkpoint-N written by GOHSPTrainer, or True for the latest."
+            )
+        return str(resume)
 
     def _stage_steps(self, epochs: float, max_steps: int) -> int:
         if max_steps > 0:
@@ -287,9 +403,11 @@ class GOHSPTrainer(Trainer):
 
     @contextmanager
     def _stage(self, name: str):
+        """Times a stage; a resumed stage adds to the time spent before the interruption."""
         start = time.perf_counter()
         yield
-        self.results["stage_seconds"][name] = time.perf_counter() - start
+        seconds = self.results["stage_seconds"]
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
     def _save_final(self, root: str) -> None:
         """Save the pruned model, its processor, the structure and the results in `output_dir`."""

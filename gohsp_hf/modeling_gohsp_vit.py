@@ -154,6 +154,19 @@ class GOHSPViTPreTrainedModel(PreTrainedModel):
     # The forward takes no **kwargs and returns a mean loss: the Trainer must not rescale it.
     accepts_loss_kwargs = False
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        try:
+            return super().from_pretrained(*args, **kwargs)
+        except RuntimeError as error:
+            if "mismatched" not in str(error):
+                raise
+            raise ValueError(
+                "The weights of this GOHSP-pruned model do not match the per-block sizes in its config.json "
+                "(the config was edited, or the folder mixes two saves); restore the config.json that was saved "
+                "with these weights, or export and save the pruned model again."
+            ) from error
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, GOHSPViTEmbeddings):

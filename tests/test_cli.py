@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from datasets import ClassLabel, Dataset, Features, Image
+from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 from sklearn.datasets import load_digits
 from transformers import AutoModelForImageClassification, BertConfig, BertForSequenceClassification
@@ -179,3 +179,72 @@ def test_image_folders(tmp_path):
     dataset = cli.load_data(data_args, cli.ModelArguments())
     assert cli.find_columns(dataset, data_args) == ("image", "label")
     assert len(dataset["train"]) + len(dataset["validation"]) == 40
+
+
+def test_folder_without_config(tmp_path):
+    (tmp_path / "empty_model").mkdir()
+    with pytest.raises(ValueError, match="is a folder without a config.json"):
+        load_cli().main(["--model", str(tmp_path / "empty_model"), "--dataset_name", str(digits_parquet(tmp_path / "d")),
+                         "--output_dir", str(tmp_path / "o"), *FAST])  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["resnet", "swin"])
+def test_other_vision_models(kind, tmp_path):
+    from transformers import ResNetConfig, ResNetForImageClassification, SwinConfig, SwinForImageClassification
+
+    if kind == "resnet":
+        model = ResNetForImageClassification(ResNetConfig(hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8))
+    else:
+        model = SwinForImageClassification(SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                                                      num_heads=[1, 2], window_size=4))  # fmt: skip
+    model.save_pretrained(tmp_path / kind)
+    with pytest.raises(ValueError, match=f"is a '{kind}' model; gohsp_hf prunes ViT and DeiT"):
+        load_cli().main(["--model", str(tmp_path / kind), "--dataset_name", str(digits_parquet(tmp_path / "d")),
+                         "--output_dir", str(tmp_path / "o"), *FAST])  # fmt: skip
+
+
+def test_empty_split(tmp_path):
+    data = digits_parquet(tmp_path / "d")
+    empty = Dataset.from_dict({"img": [], "label": []}, features=Features({"img": Image(), "label": Value("int64")}))
+    empty.to_parquet(str(data / "test-00000-of-00001.parquet"))
+    with pytest.raises(ValueError, match="A split of the dataset in .* is empty"):
+        run_main(tmp_path, "--dataset_name", str(data))
+
+
+def test_corrupt_images_are_skipped_with_a_count(tmp_path, caplog):
+    data = digits_parquet(tmp_path / "d")
+    train = Dataset.from_parquet(str(data / "train-00000-of-00001.parquet"))
+    rows = train.cast_column("img", Image(decode=False)).to_dict()
+    for i in (3, 50, 77):
+        rows["img"][i] = {"bytes": b"\x89PNG broken", "path": None}
+    features = Features({"img": Image(), "label": train.features["label"]})
+    Dataset.from_dict(rows, features=features).to_parquet(str(data / "train-00000-of-00001.parquet"))
+    cli = load_cli()
+    data_args = cli.DataTrainingArguments(dataset_name=str(data))
+    dataset = cli.load_data(data_args, cli.ModelArguments())
+    with caplog.at_level("WARNING"):
+        dataset = cli.drop_unreadable_images(dataset, "img")
+    assert "Skipped 3 unreadable image(s) of 300 in the train split" in caplog.text
+    assert len(dataset["train"]) == 297 and len(dataset["validation"]) == 100
+
+
+def test_rgb_images_for_a_grayscale_model():
+    cli = load_cli()
+    from transformers import ViTImageProcessorPil
+
+    processor = ViTImageProcessorPil(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5])
+    transform = cli.make_transform(processor, "img", "label", ["a", "b"], num_channels=1)
+    out = transform({"img": [PILImage.new("RGB", (10, 12), (200, 10, 10))], "label": [1]})
+    assert tuple(out["pixel_values"][0].shape) == (1, 8, 8) and out["labels"] == [1]
+
+
+def test_errors_print_one_line_without_traceback(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, str(SCRIPT), "--model", "facebook/deit-small-patch16-224", "--dataset_name",
+                             "x", "--output_dir", str(tmp_path / "o"), "--target_sparsity", "1.5"],
+                            capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "run_gohsp.py: error: target_sparsity must be a fraction in (0, 1), got 1.5."
+    )

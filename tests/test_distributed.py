@@ -1,29 +1,29 @@
-"""`accelerate launch` with 2 CPU processes: every rank ends with the same structure and weights."""
+"""`accelerate launch` with 2 CPU processes: every rank ends with the same structure and weights, every time."""
 
 import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_two_processes_agree(tmp_path):
-    accelerate = shutil.which("accelerate") or f"{sys.executable} -m accelerate.commands.launch"
+@pytest.mark.parametrize("repeat", range(5))
+def test_two_processes_agree_and_exit_cleanly(repeat, tmp_path):
     command = [
-        *accelerate.split(),
-        *(["launch"] if "accelerate.commands.launch" not in accelerate else []),
+        shutil.which("accelerate"), "launch",
         "--config_file", str(REPO / "examples" / "accelerate_configs" / "cpu_2proc.yaml"),
-        str(REPO / "tests" / "scripts" / "ddp_gohsp.py"), str(tmp_path),
+        str(REPO / "tests" / "scripts" / "gohsp_run.py"), str(tmp_path), "--admm_steps", "12", "--save_steps", "100",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]  # both ranks finished
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]  # gloo's exit abort (HF_NOTES 6) must not happen
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2  # really two processes
-    assert ranks[0]["structure"] == ranks[1]["structure"]
+    assert ranks[0]["structure"] == ranks[1]["structure"] and ranks[0]["structure"] is not None
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
-    assert ranks[0]["residuals"] == ranks[1]["residuals"] and len(ranks[0]["residuals"]) == 3
+    assert ranks[0]["residuals"] == ranks[1]["residuals"] and len(ranks[0]["residuals"]) == 2
     assert (tmp_path / "run" / "model.safetensors").exists()  # rank 0 saved the pruned model

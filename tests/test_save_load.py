@@ -140,3 +140,12 @@ def test_resave_of_a_remote_code_model_keeps_the_code(tmp_path):
         without_gohsp=True,
     )
     assert "modeling_gohsp_vit.py" in result and "configuration_gohsp_vit.py" in result
+
+
+def test_config_that_does_not_match_the_weights(tmp_path):
+    _, _, path = saved_pruned(tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    config["intermediate_size"][0] += 3
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="do not match the per-block sizes in its config.json"):
+        AutoModelForImageClassification.from_pretrained(path)

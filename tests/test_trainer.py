@@ -199,13 +199,12 @@ def test_unreachable_target_fails_before_training(tmp_path):
 def test_output_dir_of_another_run_is_refused(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "config.json").write_text("{}")
-    with pytest.raises(ValueError, match="already holds files.*--overwrite_output_dir"):
-        GOHSPTrainer(model=make_model("vit", num_labels=10), args=gohsp_args(tmp_path / "out"), train_dataset=TRAIN)
-    GOHSPTrainer(
-        model=make_model("vit", num_labels=10),
-        args=gohsp_args(tmp_path / "out", overwrite_output_dir=True),
-        train_dataset=TRAIN,
+    trainer = GOHSPTrainer(
+        model=make_model("vit", num_labels=10), args=gohsp_args(tmp_path / "out"), train_dataset=TRAIN
     )
+    with pytest.raises(ValueError, match="already holds files.*--overwrite_output_dir"):
+        trainer.train()
+    assert trainer.state.global_step == 0 and (tmp_path / "out" / "config.json").read_text() == "{}"
 
 
 def test_unsupported_model_is_refused(tmp_path):
