@@ -353,18 +353,6 @@ def train_dense(model, args: GOHSPConfig, model_args: ModelArguments, dataset, p
     trainer.save_model(dense_args.output_dir)  # the dense reference, next to the pruned model
 
 
-def summary_table(results: dict) -> str:
-    dense, pruned = results["dense"], results["pruned"]
-    rows = [("", "dense", "pruned")]
-    if "accuracy" in dense:
-        rows.append(("accuracy", f"{dense['accuracy']:.4f}", f"{pruned['accuracy']:.4f}"))
-    rows.append(("parameters", f"{dense['params']:,}", f"{pruned['params']:,}"))
-    rows.append(("GFLOPs / image", f"{dense['flops'] / 1e9:.4f}", f"{pruned['flops'] / 1e9:.4f}"))
-    rows.append(("sparsity", "0", f"{results['achieved_sparsity']:.4f} (target {results['target_sparsity']})"))
-    width = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, width)) for row in rows)
-
-
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -398,11 +386,11 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=collate,
         processing_class=processor,
         compute_metrics=compute_metrics,
+        dataset_name=data_args.dataset_name or data_args.train_dir,
     )
     trainer.train(resume_from_checkpoint=resume)
     results = trainer.results
     if trainer.is_world_process_zero():
-        print(summary_table(results))
         reloaded = AutoModelForImageClassification.from_pretrained(args.output_dir)
         print(f"Saved to {args.output_dir}; reloads as {type(reloaded).__name__}.")
     return results

@@ -4,6 +4,8 @@ Importing the package registers the pruned architecture with the Auto classes, s
 `AutoModelForImageClassification.from_pretrained(pruned_dir)` works without `trust_remote_code`.
 """
 
+import logging
+
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .admm import ADMMState
@@ -19,6 +21,16 @@ from .modeling_gohsp_vit import GOHSPViTForImageClassification, GOHSPViTModel, G
 from .structure import LayerStructure, PrunedStructure, apply_masks
 
 __version__ = "0.1.0"
+
+# Stage banners and the final summary are INFO messages of the "gohsp_hf" logger: shown by default, and
+# silenced with logging.getLogger("gohsp_hf").setLevel(logging.WARNING).
+_logger = logging.getLogger(__name__)
+if not _logger.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("[gohsp_hf] %(message)s"))
+    _logger.addHandler(_handler)
+    _logger.setLevel(logging.INFO)
+    _logger.propagate = False
 
 AutoConfig.register(GOHSPViTConfig.model_type, GOHSPViTConfig)
 AutoModel.register(GOHSPViTConfig, GOHSPViTModel)

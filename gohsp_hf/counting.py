@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -39,3 +42,39 @@ def model_cost(model: nn.Module) -> dict[str, int]:
     """`{"params": ..., "flops": ..., "macs": ...}` for one image."""
     flops = count_flops(model)
     return {"params": count_parameters(model), "flops": flops, "macs": flops // 2}
+
+
+@torch.inference_mode()
+def compare_speed(dense: nn.Module, pruned: nn.Module, batch_size: int = 32, repeats: int = 10) -> dict[str, float]:
+    """Median forward time of both models on the same random batch, run in turn (milliseconds), and the speedup."""
+    config = pruned.config
+    size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
+    parameter = next(pruned.parameters())
+    x = torch.randn(batch_size, config.num_channels, *size, dtype=parameter.dtype, device=parameter.device)
+    models = {"dense": dense, "pruned": pruned}
+    modes = {name: model.training for name, model in models.items()}
+    times = {name: [] for name in models}
+    try:
+        for model in models.values():
+            for _ in range(2):  # warm-up
+                model.eval()(pixel_values=x)
+        for _ in range(repeats):
+            for name, model in models.items():
+                if x.is_cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                model(pixel_values=x)
+                if x.is_cuda:
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+    finally:
+        for name, model in models.items():
+            model.train(modes[name])
+    dense_ms, pruned_ms = (1e3 * statistics.median(times[name]) for name in ("dense", "pruned"))
+    return {
+        "batch_size": batch_size,
+        "dense_ms": dense_ms,
+        "pruned_ms": pruned_ms,
+        "speedup": dense_ms / pruned_ms,
+        "device": str(x.device),
+    }

@@ -120,6 +120,7 @@ def save_pruned_model(
     save_directory: str | os.PathLike,
     image_processor=None,
     structure: PrunedStructure | None = None,
+    extra_files: dict[str, str | bytes] | None = None,
     **save_kwargs,
 ) -> Path:
     """Save a pruned model (safetensors, config, custom code) atomically, with its processor and structure.
@@ -134,6 +135,7 @@ def save_pruned_model(
         save_directory: the folder to write; an existing one is replaced only once the new save is complete.
         image_processor: saved alongside, so `pipeline("image-classification", model=save_directory)` works.
         structure: saved as `gohsp_structure.json`, the indices of the dense groups that were kept.
+        extra_files: more files to write in the same atomic save (file name -> text or bytes), e.g. `README.md`.
         save_kwargs: passed to `save_pretrained`.
     """
     target = Path(save_directory).resolve()
@@ -148,6 +150,9 @@ def save_pruned_model(
             image_processor.save_pretrained(staging)
         if structure is not None:
             structure.save(staging)
+        for name, content in (extra_files or {}).items():
+            path = staging / name
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
         _replace_directory(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -13,10 +13,13 @@ to the Trainer: the ADMM penalty in `compute_loss`, updates in callbacks, metric
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import logging
 import math
 import os
+import shlex
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,10 +35,11 @@ from .admm import ADMMState, group_scores, project, prunable_parameters
 from .baselines import magnitude_head_mask, random_group_scores, random_head_mask
 from .budget import BudgetSolver
 from .callbacks import ADMMCallback, GradualPruningCallback
-from .counting import model_cost
+from .counting import compare_speed, model_cost
 from .export import export_pruned_model, save_pruned_model
 from .gohsp_config import GOHSPConfig
 from .head_ranking import rank_heads
+from .model_card import model_card, structure_plot, summary_table
 from .model_utils import model_dims, model_variant
 from .modeling_gohsp_vit import GOHSPViTForImageClassification
 from .structure import PrunedStructure, apply_masks
@@ -44,8 +48,8 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "gohsp_results.json"
 GOHSP_STATE = "gohsp_state.pt"
-# What a Hub user of the pruned model needs; stage checkpoints stay local.
-HUB_FILES = ["*.json", "*.safetensors", "*.py", "README.md", "*.png"]
+# What a Hub user of the pruned model needs (top-level files only; stage checkpoints stay local).
+HUB_PATTERNS = ("*.json", "*.safetensors", "*.py", "README.md", "*.png")
 
 
 class GOHSPTrainer(Trainer):
@@ -55,6 +59,7 @@ class GOHSPTrainer(Trainer):
         model: the dense model.
         args: a [`GOHSPConfig`].
         calibration_dataset: images for head ranking (defaults to `train_dataset`, read in order).
+        dataset_name: the dataset's Hub id or folder, for the model card.
         Other arguments are those of `transformers.Trainer`.
 
     Example:
@@ -68,7 +73,9 @@ class GOHSPTrainer(Trainer):
     ```
     """
 
-    def __init__(self, model: nn.Module, args: GOHSPConfig, calibration_dataset=None, **kwargs):
+    def __init__(
+        self, model: nn.Module, args: GOHSPConfig, calibration_dataset=None, dataset_name: str | None = None, **kwargs
+    ):
         if not isinstance(args, GOHSPConfig):
             raise ValueError("GOHSPTrainer needs a GOHSPConfig as `args` (it holds the pruning settings).")
         model_variant(model)  # a clear ValueError for models we cannot prune
@@ -79,7 +86,8 @@ class GOHSPTrainer(Trainer):
         # Our penalty (and the pruned model's loss) are means: the Trainer must divide them by the
         # accumulation steps itself rather than scale by a token count (HF_NOTES item 4).
         self.model_accepts_loss_kwargs = False
-        self.calibration_dataset = calibration_dataset
+        self.calibration_dataset, self.dataset_name = calibration_dataset, dataset_name
+        self.base_model_name = model.config.name_or_path or None
         self.dims = model_dims(model)
         self.solver = BudgetSolver.from_model(model, args.target_sparsity, args.min_mlp_width, args.round_to)
         self.solver.check_feasible(self._head_counts_after_ranking())
@@ -213,7 +221,10 @@ class GOHSPTrainer(Trainer):
         }
         self.results["measured_sparsity"] = provenance["measured_sparsity"]
         self.results["structure"] = self.structure.sizes()
-        self._use_model(export_pruned_model(model, self.structure, provenance))
+        pruned = export_pruned_model(model, self.structure, provenance).to(model.device)
+        # The masked dense model still has the dense shapes: it times like the dense model.
+        self.results["speed"] = compare_speed(model, pruned, batch_size=min(args.per_device_eval_batch_size, 32))
+        self._use_model(pruned)
         return self.structure
 
     def _install_pruned_model(self, checkpoint: str, saved: dict) -> None:
@@ -414,15 +425,27 @@ class GOHSPTrainer(Trainer):
         self.results["achieved_sparsity"] = 1 - self.results["pruned"]["params"] / self.results["dense"]["params"]
         if self.head_ranking is not None:
             self.results["ranking_iterations"] = self.head_ranking.iterations
+        self.results["command"] = "python " + shlex.join(sys.argv)
+        if not self.is_world_process_zero():
+            return
+        logger.info("GOHSP done.\n" + summary_table(self.results))
         if not self.args.should_save:
             return
+        card = model_card(
+            self.results, self.structure, self.base_model_name, self.dataset_name, self.results["command"]
+        )
+        extra = {
+            RESULTS_FILE: json.dumps(self.results, indent=1),
+            "README.md": card,
+            "structure.png": structure_plot(self.structure),
+        }
         save_pruned_model(
             self.accelerator.unwrap_model(self.model),
             root,
             image_processor=self.processing_class,
             structure=self.structure,
+            extra_files=extra,
         )
-        _write_json_atomic(Path(root) / RESULTS_FILE, self.results)
         if self.push_final_model:
             self.push_pruned_model(root)
 
@@ -439,7 +462,7 @@ class GOHSPTrainer(Trainer):
             upload_folder(
                 repo_id=repo_id,
                 folder_path=folder,
-                allow_patterns=HUB_FILES,
+                allow_patterns=hub_files(folder),
                 token=self.args.hub_token,
                 revision=self.args.hub_revision,
                 commit_message="Upload GOHSP-pruned model",
@@ -467,7 +490,10 @@ def _add_steps(a: int, b: int) -> int:
     return a + b if a > 0 and b > 0 else -1
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(data, indent=1))
-    os.replace(staging, path)
+def hub_files(folder: str | os.PathLike) -> list[str]:
+    """The files of a saved pruned model folder that `push_to_hub` uploads (no sub-folders, no checkpoints)."""
+    return sorted(
+        p.name
+        for p in Path(folder).iterdir()
+        if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in HUB_PATTERNS)
+    )

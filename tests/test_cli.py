@@ -84,7 +84,8 @@ def test_cli_runs_the_whole_pipeline(tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "parameters" in result.stdout and "reloads as GOHSPViTForImageClassification" in result.stdout
+    assert "[gohsp_hf] GOHSP done." in result.stderr and "parameters" in result.stderr  # the summary table
+    assert "reloads as GOHSPViTForImageClassification" in result.stdout
     results = json.loads((out / "gohsp_results.json").read_text())
     assert abs(results["achieved_sparsity"] - 0.4) < 0.005 and "accuracy" in results["pruned"]
     model = AutoModelForImageClassification.from_pretrained(out)

@@ -2,14 +2,18 @@
 
 import copy
 import json
+import shutil
 
 import pytest
 import torch
 from conftest import make_model
-from helpers import DigitsDataset, accuracy
+from helpers import DigitsDataset, accuracy, run_python
+from huggingface_hub import ModelCard
 from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, ViTForImageClassification
 
 from gohsp_hf import GOHSPConfig, GOHSPTrainer, GOHSPViTForImageClassification
+from gohsp_hf.gohsp_trainer import hub_files
+from gohsp_hf.model_card import model_card
 
 TRAIN, EVAL = DigitsDataset(0, 1400), DigitsDataset(1400, None)
 QUIET = dict(use_cpu=True, report_to=[], disable_tqdm=True, save_strategy="no", seed=0)
@@ -236,3 +240,71 @@ def test_push_to_hub_offline_saves_locally_then_fails_clearly(dense_dir, tmp_pat
     reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "out")  # the local save is complete
     assert isinstance(reloaded, GOHSPViTForImageClassification)
     assert (tmp_path / "out" / "gohsp_results.json").exists()
+
+
+def test_model_card_and_structure_plot(gohsp_run):
+    trainer, _, _, output_dir = gohsp_run
+    card = ModelCard.load(output_dir / "README.md")
+    meta = card.data.to_dict()
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "image-classification"
+    assert {"gohsp", "pruning", "vision-transformer"} <= set(meta["tags"]) and meta["metrics"] == ["accuracy"]
+    text = card.text
+    for needle in (
+        "## Dense against pruned",
+        "accuracy",
+        "parameters",
+        "GFLOPs",
+        "x)",
+        "## Structure",
+        "| block |",
+        "structure.png",
+        "trust_remote_code=True",
+        "revision",
+        "@inproceedings{yin2023gohsp",
+        "python ",
+    ):
+        assert needle in text, needle
+    assert text.count("\n| ") >= 3 + 1  # one row per block, plus the header
+    png = (output_dir / "structure.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    speed = trainer.results["speed"]
+    assert speed["dense_ms"] > 0 and speed["pruned_ms"] > 0 and speed["speedup"] > 0
+
+
+def test_card_metadata_names_hub_model_and_dataset(gohsp_run, tmp_path, monkeypatch):
+    trainer, *_ = gohsp_run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "fm").mkdir(parents=True)  # a local dataset folder, not a Hub id
+    text = model_card(trainer.results, trainer.structure, "facebook/deit-small-patch16-224", "uoft-cs/cifar10", "cmd")
+    meta = ModelCard(text).data.to_dict()
+    assert meta["base_model"] == "facebook/deit-small-patch16-224" and meta["datasets"] == ["uoft-cs/cifar10"]
+    local = ModelCard(model_card(trainer.results, trainer.structure, "/tmp/x", "data/fm", "cmd")).data.to_dict()
+    assert "base_model" not in local and "datasets" not in local  # local paths are not Hub metadata
+
+
+def test_the_folder_a_push_uploads_loads_without_gohsp_hf(gohsp_run, tmp_path):
+    trainer, _, _, output_dir = gohsp_run
+    names = hub_files(output_dir)
+    assert {"config.json", "model.safetensors", "configuration_gohsp_vit.py", "modeling_gohsp_vit.py", "README.md",
+            "structure.png", "gohsp_structure.json", "gohsp_results.json"} <= set(names)  # fmt: skip
+    assert not any("checkpoint" in name or "/" in name for name in names)
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    for name in names:
+        shutil.copy(output_dir / name, upload / name)
+    x = EVAL.pixel_values[:4]
+    torch.save(x, tmp_path / "x.pt")
+    result = run_python(
+        f"""
+        import torch
+        from transformers import AutoModelForImageClassification
+        model = AutoModelForImageClassification.from_pretrained({str(upload)!r}, trust_remote_code=True).eval()
+        with torch.no_grad():
+            emit(model(torch.load("x.pt")).logits.tolist())
+        """,
+        tmp_path,
+        without_gohsp=True,
+    )
+    with torch.no_grad():
+        expected = trainer.accelerator.unwrap_model(trainer.model).eval()(x).logits
+    torch.testing.assert_close(torch.tensor(result), expected, atol=1e-5, rtol=1e-5)
