@@ -52,6 +52,10 @@ class GOHSPConfig(TrainingArguments):
         finetune_epochs (`float`, defaults to `1.0`), finetune_max_steps (`int`, defaults to `-1`): its length.
         distillation_alpha (`float`, defaults to `0.0`): weight of the KL to the dense model's logits (0: off).
         distillation_temperature (`float`, defaults to `2.0`): softmax temperature of that KL.
+        finetune_with_lora (`bool`, defaults to `False`): fine-tune with LoRA adapters (PEFT) instead of all weights;
+            they are merged before saving, so the saved model is a plain `GOHSPViTForImageClassification`.
+        lora_r (`int`, defaults to `8`), lora_alpha (`int`, defaults to `16`), lora_dropout (`float`, defaults to
+            `0.0`), lora_target_modules (`str`, defaults to `"q_proj,v_proj,fc1,fc2"`): the adapters.
 
         > Output
 
@@ -89,6 +93,15 @@ class GOHSPConfig(TrainingArguments):
         default=0.0, metadata={"help": "Weight of distillation from the dense model during fine-tuning (0: off)."}
     )
     distillation_temperature: float = field(default=2.0, metadata={"help": "Distillation softmax temperature."})
+    finetune_with_lora: bool = field(
+        default=False, metadata={"help": "Fine-tune the pruned model with LoRA adapters, merged before saving."}
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: str = field(
+        default="q_proj,v_proj,fc1,fc2", metadata={"help": "Comma-separated module names that get adapters."}
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that already holds files."}
     )
@@ -121,6 +134,7 @@ class GOHSPConfig(TrainingArguments):
                 f"distillation_alpha must be in [0, 1], got {self.distillation_alpha}.",
             ),
             (self.admm_epochs >= 0 and self.finetune_epochs >= 0, "admm_epochs and finetune_epochs must be >= 0."),
+            (self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}."),
         ]
         for ok, message in checks:
             if not ok:

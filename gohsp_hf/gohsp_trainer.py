@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import create_repo, upload_folder
+from peft import PeftModel
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
@@ -39,6 +40,7 @@ from .counting import compare_speed, model_cost
 from .export import export_pruned_model, save_pruned_model
 from .gohsp_config import GOHSPConfig
 from .head_ranking import rank_heads
+from .lora import add_lora, merge_lora
 from .model_card import model_card, structure_plot, summary_table
 from .model_utils import model_dims, model_variant
 from .modeling_gohsp_vit import GOHSPViTForImageClassification
@@ -48,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "gohsp_results.json"
 GOHSP_STATE = "gohsp_state.pt"
+LORA_BASE = "pruned_base"  # output_dir/finetune/pruned_base: the model LoRA adapters are trained on
 # What a Hub user of the pruned model needs (top-level files only; stage checkpoints stay local).
 HUB_PATTERNS = ("*.json", "*.safetensors", "*.py", "README.md", "*.png")
 
@@ -78,6 +81,7 @@ class GOHSPTrainer(Trainer):
     ):
         if not isinstance(args, GOHSPConfig):
             raise ValueError("GOHSPTrainer needs a GOHSPConfig as `args` (it holds the pruning settings).")
+        model = merge_lora(model, reason=" of the model passed to GOHSPTrainer: GOHSP prunes plain weights")
         model_variant(model)  # a clear ValueError for models we cannot prune
         # The Trainer would create the Hub repo now (failing at once without network) and push every stage's
         # checkpoints; we push the final pruned model once it is saved locally (`push_to_hub` below).
@@ -144,6 +148,8 @@ class GOHSPTrainer(Trainer):
                 epochs, steps = epochs + args.admm_epochs, _add_steps(steps, args.admm_max_steps)
             output = self._run_stage("finetune", epochs, steps, [], resume=checkpoint)
         self.args.output_dir = root
+        if args.finetune_with_lora:
+            self.model = self.model_wrapped = merge_lora(self.accelerator.unwrap_model(self.model))
         self.results["pruned"] = {**model_cost(self.model), **self._evaluate("pruned")}
         self._save_final(root)
         return output
@@ -228,13 +234,26 @@ class GOHSPTrainer(Trainer):
         return self.structure
 
     def _install_pruned_model(self, checkpoint: str, saved: dict) -> None:
-        """Resuming in the fine-tuning stage: the pruned architecture comes from the checkpoint."""
+        """Resuming in the fine-tuning stage: the pruned architecture comes from the checkpoint.
+
+        With LoRA the checkpoint holds only adapters: the pruned base saved at the hard prune is loaded, wrapped
+        in fresh adapters, and the Trainer then loads the checkpoint's adapter weights.
+        """
         self.structure = PrunedStructure.from_dict(saved["structure"])
-        self._use_model(GOHSPViTForImageClassification.from_pretrained(checkpoint))
+        source = Path(self.args.output_dir) / "finetune" / LORA_BASE if self.args.finetune_with_lora else checkpoint
+        self._use_model(GOHSPViTForImageClassification.from_pretrained(source))
 
     def _use_model(self, model: nn.Module) -> None:
+        """Make `model` (the exported pruned model) the one to fine-tune, with a new optimizer."""
+        args = self.args
         model.set_attn_implementation(self.accelerator.unwrap_model(self.model).config._attn_implementation)
-        self.model = self.model_wrapped = model.to(self.args.device)
+        if args.finetune_with_lora:
+            base = Path(args.output_dir) / "finetune" / LORA_BASE
+            if self.is_world_process_zero() and not (base / "config.json").exists():
+                save_pruned_model(model, base)  # adapters-only checkpoints need this base to resume
+            targets = [name.strip() for name in args.lora_target_modules.split(",") if name.strip()]
+            model = add_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, targets)
+        self.model = self.model_wrapped = model.to(args.device)
         self.optimizer, self.lr_scheduler = None, None  # a new optimizer for the new parameters
 
     # ---------------------------------------------------------------- Trainer hooks
@@ -296,6 +315,8 @@ class GOHSPTrainer(Trainer):
         is then "unexpected" and silently stays at its fresh values (HF_NOTES item 3).
         """
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        if isinstance(target, PeftModel):  # adapters only: the Trainer's own loader handles them
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
         loaded = type(target).from_pretrained(
             resume_from_checkpoint, attn_implementation=target.config._attn_implementation
         )

@@ -43,6 +43,7 @@ parser.add_argument("--resume", action="store_true")
 parser.add_argument("--method", default="gohsp")
 parser.add_argument("--admm_steps", type=int, default=40)
 parser.add_argument("--save_steps", type=int, default=6)
+parser.add_argument("--lora", action="store_true")
 cli = parser.parse_args()
 
 args = GOHSPConfig(
@@ -63,6 +64,7 @@ args = GOHSPConfig(
     disable_tqdm=True,
     seed=0,
     resume_from_checkpoint="last" if cli.resume else None,
+    finetune_with_lora=cli.lora,
 )
 callbacks = [Interrupt(*cli.interrupt.split(":")[:1], int(cli.interrupt.split(":")[1]))] if cli.interrupt else []
 trainer = GOHSPTrainer(
