@@ -23,9 +23,23 @@ setup(
         "huggingface_hub>=1.0",
         "pillow",
         "numpy",
+        "matplotlib",  # the structure plot in every saved model folder
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff", "scikit-learn"],
+        "onnx": ["onnx", "onnxscript", "onnxruntime"],
+        "dev": [
+            "pytest>=8",
+            "ruff",
+            "scikit-learn",
+            "tensorboard",
+            "nbformat",
+            "nbclient",
+            "ipykernel",
+            "psutil",
+            "onnx",
+            "onnxscript",
+            "onnxruntime",
+        ],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -343,11 +343,8 @@ class GOHSPTrainer(Trainer):
             self.add_callback(callback)
         try:
             if self.is_world_process_zero():
-                logger.info(
-                    f"GOHSP stage '{name}': {epochs:g} epochs"
-                    + (f" ({max_steps} steps)" if max_steps > 0 else "")
-                    + f", target sparsity {args.target_sparsity:.2f}"
-                )
+                length = f"{max_steps} steps" if max_steps > 0 else f"{epochs:g} epochs"
+                logger.info(f"GOHSP stage '{name}': {length}, target sparsity {args.target_sparsity:.2f}")
             return super().train(resume_from_checkpoint=resume)
         finally:
             self.stage = None
