@@ -480,7 +480,7 @@ class GOHSPTrainer(Trainer):
             upload_folder(
                 repo_id=repo_id,
                 folder_path=folder,
-                allow_patterns=hub_files(folder),
+                allow_patterns=hub_files(folder) + checkpoint_patterns(self.args),
                 token=self.args.hub_token,
                 revision=self.args.hub_revision,
                 commit_message="Upload GOHSP-pruned model",
@@ -506,6 +506,13 @@ def check_output_dir(args: GOHSPConfig) -> None:
 def _add_steps(a: int, b: int) -> int:
     """Sum of two stage lengths in steps, where -1 means "use epochs"."""
     return a + b if a > 0 and b > 0 else -1
+
+
+def checkpoint_patterns(args: GOHSPConfig) -> list[str]:
+    """Stage checkpoints are uploaded only when asked for, with `--hub_strategy all_checkpoints`."""
+    if args.hub_strategy != "all_checkpoints":
+        return []
+    return [f"{stage}/{PREFIX_CHECKPOINT_DIR}-*/*" for stage in ("admm", "sgmp", "finetune")]
 
 
 def hub_files(folder: str | os.PathLike) -> list[str]:

@@ -148,10 +148,13 @@ figure, axes = plt.subplots(1, 4, figsize=(15, 3.2))
 for layer in range(3):
     image = axes[layer].imshow(ranking.graphs[layer], cmap="viridis")
     axes[layer].set_title(f"block {layer}: head graph W")
-    axes[layer].set_xlabel("head"); axes[layer].set_ylabel("head")
+    axes[layer].set_xlabel("head")
+    axes[layer].set_ylabel("head")
     figure.colorbar(image, ax=axes[layer], fraction=0.046)
 image = axes[3].imshow(ranking.scores, cmap="magma")
-axes[3].set_title("pi (head scores)"); axes[3].set_xlabel("head"); axes[3].set_ylabel("block")
+axes[3].set_title("pi (head scores)")
+axes[3].set_xlabel("head")
+axes[3].set_ylabel("block")
 for (layer, head), kept in np.ndenumerate(ranking.mask.numpy()):
     axes[3].text(head, layer, "" if kept else "x", ha="center", va="center", color="cyan")
 figure.colorbar(image, ax=axes[3], fraction=0.046)
@@ -164,7 +167,10 @@ print("masked heads (x):", (~ranking.mask).nonzero().tolist())""",
         """\
 for layer, residuals in enumerate(ranking.residuals):
     plt.semilogy(range(1, len(residuals) + 1), residuals, marker=".", label=f"block {layer}")
-plt.xlabel("iteration"); plt.ylabel("L1 change of pi"); plt.legend(); plt.title("Markov chain convergence")
+plt.xlabel("iteration")
+plt.ylabel("L1 change of pi")
+plt.legend()
+plt.title("Markov chain convergence")
 print("iterations per block:", ranking.iterations)""",
     ),
     ("markdown", "## ADMM, then the per-block structure it settled on"),
@@ -180,9 +186,13 @@ trainer.train()
 logs = [log for log in trainer.results["log_history"]["admm"] if "admm_residual" in log]
 figure, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 axes[0].plot([log["step"] for log in logs], [log["admm_residual"] for log in logs], marker="o")
-axes[0].set_xlabel("step"); axes[0].set_ylabel("||W - Z|| / ||W||"); axes[0].set_title("ADMM primal residual")
+axes[0].set_xlabel("step")
+axes[0].set_ylabel("||W - Z|| / ||W||")
+axes[0].set_title("ADMM primal residual")
 axes[1].plot([log["step"] for log in logs], [log["admm_rho"] for log in logs], marker="o", color="C1")
-axes[1].set_xlabel("step"); axes[1].set_ylabel("rho"); axes[1].set_title("penalty coefficient")
+axes[1].set_xlabel("step")
+axes[1].set_ylabel("rho")
+axes[1].set_title("penalty coefficient")
 figure.tight_layout()""",
     ),
     (

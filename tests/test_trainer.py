@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, ViTForImageClassification
 
 from gohsp_hf import GOHSPConfig, GOHSPTrainer, GOHSPViTForImageClassification
-from gohsp_hf.gohsp_trainer import hub_files
+from gohsp_hf.gohsp_trainer import checkpoint_patterns, hub_files
 from gohsp_hf.model_card import model_card
 
 TRAIN, EVAL = DigitsDataset(0, 1400), DigitsDataset(1400, None)
@@ -308,3 +308,9 @@ def test_the_folder_a_push_uploads_loads_without_gohsp_hf(gohsp_run, tmp_path):
     with torch.no_grad():
         expected = trainer.accelerator.unwrap_model(trainer.model).eval()(x).logits
     torch.testing.assert_close(torch.tensor(result), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoints_are_pushed_only_when_asked(tmp_path):
+    assert checkpoint_patterns(gohsp_args(tmp_path)) == []
+    patterns = checkpoint_patterns(gohsp_args(tmp_path, hub_strategy="all_checkpoints"))
+    assert "admm/checkpoint-*/*" in patterns and "finetune/checkpoint-*/*" in patterns
