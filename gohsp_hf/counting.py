@@ -10,6 +10,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+def example_pixels(model: nn.Module, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random `pixel_values` of the model's image size, channels, dtype and device."""
+    config, parameter = model.config, next(model.parameters())
+    size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
+    x = torch.randn(batch_size, config.num_channels, *size, generator=generator)
+    return x.to(dtype=parameter.dtype, device=parameter.device)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameter elements (shared tensors counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -23,9 +31,7 @@ def count_flops(model: nn.Module, batch_size: int = 1) -> int:
     `count_flops(model) // 2`. The pass runs with eager attention, because the flop counter sees no FLOPs in
     the CPU SDPA kernel (measured: QK^T and AV went uncounted); the model's setting is restored afterwards.
     """
-    config = model.config
-    size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
-    pixel_values = torch.zeros(batch_size, config.num_channels, *size, dtype=next(model.parameters()).dtype)
+    pixel_values = example_pixels(model, batch_size)
     was_training, implementation = model.training, model.config._attn_implementation
     model.eval()
     model.set_attn_implementation("eager")
@@ -47,10 +53,7 @@ def model_cost(model: nn.Module) -> dict[str, int]:
 @torch.inference_mode()
 def compare_speed(dense: nn.Module, pruned: nn.Module, batch_size: int = 32, repeats: int = 10) -> dict[str, float]:
     """Median forward time of both models on the same random batch, run in turn (milliseconds), and the speedup."""
-    config = pruned.config
-    size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
-    parameter = next(pruned.parameters())
-    x = torch.randn(batch_size, config.num_channels, *size, dtype=parameter.dtype, device=parameter.device)
+    x = example_pixels(pruned, batch_size)
     models = {"dense": dense, "pruned": pruned}
     modes = {name: model.training for name, model in models.items()}
     times = {name: [] for name in models}

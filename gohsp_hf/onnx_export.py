@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .counting import example_pixels
+
 
 class _Logits(nn.Module):
     """`pixel_values -> logits`, the one output ONNX users want."""
@@ -40,11 +42,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, verify: bool = True, 
         `{"path": ..., "max_abs_diff": ...}` (the difference is `None` without `verify`).
     """
     path = Path(path)
-    config = model.config
-    size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
     was_training = model.training
     model.eval()
-    example = torch.randn(2, config.num_channels, *size)
+    example = example_pixels(model, 2)
     staging = path.with_name(f".{path.name}.tmp")
     try:
         torch.onnx.export(
@@ -68,9 +68,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, verify: bool = True, 
 def _compare_with_onnxruntime(model: nn.Module, path: Path, atol: float) -> float:
     import onnxruntime
 
-    config = model.config
-    size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
-    x = torch.randn(3, config.num_channels, *size, generator=torch.Generator().manual_seed(0))
+    x = example_pixels(model, 3, generator=torch.Generator().manual_seed(0))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(["logits"], {"pixel_values": x.numpy()})[0])
     difference = (got - model(pixel_values=x).logits.float()).abs().max().item()
