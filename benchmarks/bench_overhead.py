@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import torch
 from speed import machine
 from transformers import Trainer, TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification
@@ -36,11 +37,17 @@ MODELS = {
 
 
 class StepTimer(TrainerCallback):
+    """Step start times, and the process's resident memory at every step end (peak of the run)."""
+
     def __init__(self):
-        self.starts = []
+        self.starts, self.rss = [], []
+        self.process = psutil.Process()
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.starts.append(time.perf_counter())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.rss.append(self.process.memory_info().rss)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.starts.append(time.perf_counter())
@@ -95,6 +102,7 @@ def main() -> None:
         config = ViTConfig(num_labels=10, **sizes)
         data = Synthetic(config, args.steps * args.batch_size)
         times = {"plain": [], "gohsp": []}
+        peaks = {"plain": [], "gohsp": []}
         stages = []
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.rounds):
@@ -102,6 +110,7 @@ def main() -> None:
                     timer, stage_seconds = run(kind, config, data, args.steps, args.update_steps, args.batch_size,
                                                Path(tmp))  # fmt: skip
                     times[kind] += timer.step_times(args.warmup)
+                    peaks[kind].append(max(timer.rss) / 2**20)
                     if stage_seconds:
                         stages.append(stage_seconds)
         plain, gohsp = statistics.median(times["plain"]), statistics.median(times["gohsp"])
@@ -116,11 +125,23 @@ def main() -> None:
             "ranking_seconds_512_images": ranking,
             "admm_stage_seconds": admm,
             "ranking_share_of_ranking_plus_admm": ranking / (ranking + admm),
+            "peak_rss_mib": {
+                "plain": statistics.median(peaks["plain"]),
+                "gohsp_admm": statistics.median(peaks["gohsp"]),
+            },
+            "prunable_parameters_mib": 4
+            * sum(
+                p.numel()
+                for n, p in ViTForImageClassification(config).named_parameters()
+                if ".attention." in n or ".mlp." in n
+            )
+            / 2**20,
         }
         r = results["models"][name]
         print(f"{name}: step plain {plain * 1e3:.1f} ms, GOHSP {gohsp * 1e3:.1f} ms (median overhead "
               f"{r['median_overhead']:+.1%}, mean incl. updates {r['mean_overhead_including_updates']:+.1%}); "
-              f"ranking {ranking:.2f} s for 512 images")  # fmt: skip
+              f"ranking {ranking:.2f} s for 512 images; peak RSS (round 1) plain {peaks['plain'][0]:.0f} MiB, "
+              f"GOHSP {peaks['gohsp'][0]:.0f} MiB")  # fmt: skip
     Path(args.output).write_text(json.dumps(results, indent=1))
 
 

@@ -1,6 +1,6 @@
 """Draw the benchmark plots from the JSON in benchmarks/results/ (only from what a benchmark wrote).
 
-    python benchmarks/plots.py        # writes benchmarks/plots/*.png
+python benchmarks/plots.py        # writes benchmarks/plots/*.png
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def speedup_vs_batch() -> Path | None:
         axis.set_xscale("log", base=2)
         axis.set_xlabel("batch size")
         axis.set_ylabel("speedup over dense (CPU, 2 threads)")
-        axis.set_title({"deit_small": "DeiT-Small-shaped, 224px", "fashion_mnist": "Fashion-MNIST ViT 64x4, 28px"}[family])
+        axis.set_title(
+            {"deit_small": "DeiT-Small-shaped, 224px", "fashion_mnist": "Fashion-MNIST ViT 64x4, 28px"}[family]
+        )
         axis.axhline(1.0, color="gray", linewidth=0.8)
         axis.legend(fontsize=7, loc="lower center", ncol=2)
         axis.set_ylim(bottom=0.6)

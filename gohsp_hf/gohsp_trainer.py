@@ -147,7 +147,6 @@ class GOHSPTrainer(Trainer):
             if args.method in ("somp", "random"):  # no pruning stage: fine-tune for its epochs too
                 epochs, steps = epochs + args.admm_epochs, _add_steps(steps, args.admm_max_steps)
             output = self._run_stage("finetune", epochs, steps, [], resume=checkpoint)
-        self.args.output_dir = root
         if args.finetune_with_lora:
             self.model = self.model_wrapped = merge_lora(self.accelerator.unwrap_model(self.model))
         self.results["pruned"] = {**model_cost(self.model), **self._evaluate("pruned")}
@@ -332,7 +331,7 @@ class GOHSPTrainer(Trainer):
     # ---------------------------------------------------------------- helpers
     def _run_stage(self, name: str, epochs: float, max_steps: int, callbacks: list, resume: str | None = None):
         """One `Trainer.train()` over the current model, with its own optimizer and checkpoint folder."""
-        args, root = self.args, self.args.output_dir
+        args, root, lengths = self.args, self.args.output_dir, (self.args.num_train_epochs, self.args.max_steps)
         if epochs <= 0 and max_steps <= 0:
             return None
         self.stage = name
@@ -352,7 +351,7 @@ class GOHSPTrainer(Trainer):
             self.results.setdefault("log_history", {})[name] = list(self.state.log_history)
             for callback in callbacks:
                 self.remove_callback(callback)
-            args.output_dir = root
+            args.output_dir, (args.num_train_epochs, args.max_steps) = root, lengths  # the user's args, unchanged
 
     def _find_checkpoint(self, resume: str | bool | None) -> str | None:
         """The checkpoint folder to resume from: the given one, or for `True`/`"last"` the newest complete one."""
