@@ -68,7 +68,8 @@ def test_resume_sgmp(tmp_path):
     assert ranks(interrupted)[0]["weights_sha256"] == ranks(full)[0]["weights_sha256"]
 
 
-def test_resume_under_two_processes(uninterrupted, tmp_path):
+@pytest.mark.parametrize("interrupt", ["admm:14", "finetune:9"])
+def test_resume_under_two_processes(interrupt, tmp_path):
     accelerate = (shutil.which("accelerate"), "launch", "--config_file",
                   str(REPO / "examples" / "accelerate_configs" / "cpu_2proc.yaml"))  # fmt: skip
     full = tmp_path / "full"
@@ -76,7 +77,7 @@ def test_resume_under_two_processes(uninterrupted, tmp_path):
     run_script(full, launcher=accelerate)
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
-    run_script(interrupted, "--interrupt", "admm:14", launcher=accelerate)
+    run_script(interrupted, "--interrupt", interrupt, launcher=accelerate)
     run_script(interrupted, "--resume", launcher=accelerate)
     both = ranks(full, 2) + ranks(interrupted, 2)
     assert all(r["world_size"] == 2 and r["status"] == "finished" for r in both)
