@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     results = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "machine": machine(),
-               "settings": vars(args), "models": {}}  # fmt: skip
+               "settings": {k: v for k, v in vars(args).items() if k != "output"}, "models": {}}  # fmt: skip
     for name, sizes in MODELS.items():
         config = ViTConfig(num_labels=10, **sizes)
         data = Synthetic(config, args.steps * args.batch_size)

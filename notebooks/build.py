@@ -17,7 +17,10 @@ HERE = Path(__file__).resolve().parent
 
 SETUP = """\
 import os
+import warnings
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here runs offline
+warnings.filterwarnings("ignore", message="IProgress not found")  # text progress bars are fine here
 
 import numpy as np
 import torch
