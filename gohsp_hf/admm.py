@@ -16,7 +16,7 @@ from torch import nn
 
 from .budget import BudgetSolver
 from .model_utils import block_modules, model_dims
-from .structure import PrunedStructure
+from .structure import PRUNABLE_TENSORS, PrunedStructure
 
 
 def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -24,7 +24,7 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     params = {}
     for prefix, block in block_modules(model):
         for name, param in block.named_parameters():
-            if name.startswith(("attention.", "mlp.")) and name != "attention.o_proj.bias" and name != "mlp.fc2.bias":
+            if name in PRUNABLE_TENSORS:
                 params[f"{prefix}.{name}"] = param
     return params
 

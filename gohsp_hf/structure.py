@@ -174,6 +174,21 @@ class PrunedStructure:
         return cls.from_json((Path(directory) / STRUCTURE_FILE).read_text())
 
 
+# The tensors of a block that structured pruning touches (o_proj's and fc2's biases live in the residual stream).
+PRUNABLE_TENSORS = (
+    "attention.q_proj.weight",
+    "attention.q_proj.bias",
+    "attention.k_proj.weight",
+    "attention.k_proj.bias",
+    "attention.v_proj.weight",
+    "attention.v_proj.bias",
+    "attention.o_proj.weight",
+    "mlp.fc1.weight",
+    "mlp.fc1.bias",
+    "mlp.fc2.weight",
+)
+
+
 def block_parameter_masks(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Broadcastable element masks of one block's prunable tensors, from its group masks.
 

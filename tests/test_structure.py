@@ -75,3 +75,13 @@ def test_from_masks_validates():
 
 def test_layer_structure_sorts_indices():
     assert LayerStructure([2, 0], [1], [0], [5, 3]).heads == [0, 2]
+
+
+def test_masks_cover_exactly_the_prunable_tensors():
+    from gohsp_hf.admm import prunable_parameters
+    from gohsp_hf.structure import PRUNABLE_TENSORS, block_parameter_masks
+
+    model = make_model("vit")
+    group = PrunedStructure.from_model(model).to_masks()[0]
+    assert tuple(block_parameter_masks(group)) == PRUNABLE_TENSORS
+    assert set(PrunedStructure.from_model(model).parameter_masks(model)) == set(prunable_parameters(model))
