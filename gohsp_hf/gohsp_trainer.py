@@ -227,8 +227,8 @@ class GOHSPTrainer(Trainer):
         self.results["measured_sparsity"] = provenance["measured_sparsity"]
         self.results["structure"] = self.structure.sizes()
         pruned = export_pruned_model(model, self.structure, provenance).to(model.device)
-        # The masked dense model still has the dense shapes: it times like the dense model.
-        self.results["speed"] = compare_speed(model, pruned, batch_size=min(args.per_device_eval_batch_size, 32))
+        if self.is_world_process_zero():  # only the main process reports; the masked model times like the dense one
+            self.results["speed"] = compare_speed(model, pruned, batch_size=min(args.per_device_eval_batch_size, 32))
         self._use_model(pruned)
         return self.structure
 
