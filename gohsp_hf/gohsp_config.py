@@ -41,9 +41,9 @@ class GOHSPConfig(TrainingArguments):
         > Stage 2: ADMM
 
         admm_epochs (`float`, defaults to `1.0`), admm_max_steps (`int`, defaults to `-1`): its length.
-        admm_update_steps (`int`, defaults to `100`): optimizer steps between Z/U updates. With Adam a weight moves
-            about `learning_rate` per step, so W needs many steps to approach Z - U; too short an interval lets U
-            grow faster than W follows, and the residual rises instead of falling.
+        admm_update_steps (`int`, defaults to `100`): optimizer steps between Z/U updates. W needs steps to move
+            toward Z - U between updates (with Adam a weight moves about `learning_rate` per step); watch
+            `admm_residual` fall. `benchmarks/admm_interval.py` compares intervals; the default is provisional.
         rho (`float`, defaults to `0.05`), rho_growth (`float`, defaults to `1.3`), rho_max (`float`,
             defaults to `1.0`): the penalty coefficient, its factor after each update, and its cap.
 
