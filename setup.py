@@ -39,6 +39,7 @@ setup(
             "onnx",
             "onnxscript",
             "onnxruntime",
+            "torch-pruning==1.6.1",  # the peer tool in benchmarks/accuracy.py
         ],
     },
     classifiers=[

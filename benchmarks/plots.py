@@ -5,7 +5,10 @@ python benchmarks/plots.py        # writes benchmarks/plots/*.png
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
+from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -15,9 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
 RESULTS, PLOTS = HERE / "results", HERE / "plots"
+METHODS = {"gohsp": "GOHSP", "somp": "SOMP", "sgmp": "SGMP", "random": "random", "torch_pruning": "Torch-Pruning"}
 
 
-def speedup_vs_batch() -> Path | None:
+def speedup_vs_batch(out_dir: Path) -> Path | None:
     path = RESULTS / "speed.json"
     if not path.exists():
         return None
@@ -42,14 +46,124 @@ def speedup_vs_batch() -> Path | None:
         axis.set_ylim(bottom=0.6)
     figure.suptitle(f"Exported GOHSP models, {results['machine']['date']}, torch {results['machine']['torch']}")
     figure.tight_layout()
-    out = PLOTS / "speedup_vs_batch.png"
+    out = out_dir / "speedup_vs_batch.png"
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out
 
 
-if __name__ == "__main__":
-    PLOTS.mkdir(exist_ok=True)
-    for plot in (speedup_vs_batch,):
+def load_accuracy(folder: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def accuracy_vs_sparsity(folder: Path, out_dir: Path) -> Path | None:
+    results = load_accuracy(folder)
+    groups = defaultdict(list)
+    for name, r in results.items():
+        if not name.startswith(("ablation-", "dense", "control")):
+            groups[r["method"]].append(r)
+    if not groups:
+        return None
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    for index, (method, label) in enumerate(METHODS.items()):
+        by_sparsity = defaultdict(list)
+        for r in groups.get(method, []):
+            by_sparsity[r["sparsity"]].append(100 * r["accuracy"])
+        if not by_sparsity:
+            continue
+        xs = sorted(by_sparsity)
+        means = [statistics.mean(by_sparsity[x]) for x in xs]
+        low = [m - min(by_sparsity[x]) for m, x in zip(means, xs)]
+        high = [max(by_sparsity[x]) - m for m, x in zip(means, xs)]
+        axis.errorbar([100 * x for x in xs], means, yerr=[low, high], marker="o", capsize=3, color=f"C{index}",
+                      label=label)  # fmt: skip
+    for name, style in (("dense", ":"), ("control", "--")):
+        if name in results:
+            axis.axhline(100 * results[name]["accuracy"], color="gray", linestyle=style, label=f"{name} (0%)")
+    axis.set_xlabel("parameters removed, %")
+    axis.set_ylabel("test accuracy, %")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    machine = next(iter(results.values()))["machine"]
+    axis.set_title(f"Fashion-MNIST ViT, same extra epochs for every method ({machine['date']})", fontsize=9)
+    figure.tight_layout()
+    out = out_dir / "accuracy_vs_sparsity.png"
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+def gohsp_structure(folder: Path, out_dir: Path) -> Path | None:
+    results = load_accuracy(folder)
+    runs = [(s, results[f"gohsp-s{s}-seed0"]) for s in (60, 80) if f"gohsp-s{s}-seed0" in results]
+    if not runs:
+        return None
+    figure, axes = plt.subplots(len(runs), 2, figsize=(10, 3.2 * len(runs)), squeeze=False)
+    for row, (sparsity, r) in zip(axes, runs):
+        blocks = list(range(len(r["structure"])))
+        heads = [layer["heads"] for layer in r["structure"]]
+        row[0].bar(blocks, heads, color="C0")
+        row[0].set_ylim(0, r["settings"]["num_attention_heads"] + 0.5)
+        row[0].set_title(f"GOHSP {sparsity}%: kept heads per block", fontsize=9)
+        width = 0.27
+        for offset, (key, label) in enumerate((("qk_dim", "q/k dims"), ("v_dim", "v dims"), ("mlp", "MLP neurons"))):
+            values = [layer[key] for layer in r["structure"]]
+            row[1].bar([b + (offset - 1) * width for b in blocks], values, width, label=label, color=f"C{offset + 1}")
+        row[1].set_title(f"GOHSP {sparsity}%: kept widths per block (dense: q/k = v = "
+                         f"{r['settings']['hidden_size']}, MLP {r['settings']['intermediate_size']})", fontsize=9)  # fmt: skip
+        row[1].legend(fontsize=7)
+        for axis in row:
+            axis.set_xlabel("block")
+            axis.set_xticks(blocks)
+    figure.tight_layout()
+    out = out_dir / "gohsp_structure.png"
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+def head_scores(folder: Path, out_dir: Path) -> Path | None:
+    r = load_accuracy(folder).get("gohsp-s60-seed0")
+    if r is None or r.get("head_scores") is None:
+        return None
+    # Per block the scores sum to 1; times the head count, 1.0 is a uniform score.
+    mask = r["head_mask"]
+    scores = [[len(row) * x for x in row] for row in r["head_scores"]]
+    figure, axis = plt.subplots(figsize=(1.2 * len(scores[0]) + 2.5, 0.5 * len(scores) + 1.5))
+    image = axis.imshow(scores, cmap="viridis", aspect="auto")
+    for layer, row in enumerate(mask):
+        for head, kept in enumerate(row):
+            axis.text(head, layer, f"{scores[layer][head]:.4f}" + ("" if kept else "\npruned"), ha="center",
+                      va="center", fontsize=7, color="white" if kept else "red")  # fmt: skip
+    axis.set_xlabel("head")
+    axis.set_ylabel("block")
+    axis.set_xticks(range(len(scores[0])))
+    axis.set_yticks(range(len(scores)))
+    figure.colorbar(image, label="stationary probability x heads per block")
+    axis.set_title("GOHSP head scores (60%, seed 0)", fontsize=9)
+    figure.tight_layout()
+    out = out_dir / "head_scores.png"
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accuracy_dir", type=Path, default=RESULTS / "accuracy")
+    parser.add_argument("--plots_dir", type=Path, default=PLOTS)
+    args = parser.parse_args()
+    args.plots_dir.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "speedup_vs_batch": lambda: speedup_vs_batch(args.plots_dir),
+        "accuracy_vs_sparsity": lambda: accuracy_vs_sparsity(args.accuracy_dir, args.plots_dir),
+        "gohsp_structure": lambda: gohsp_structure(args.accuracy_dir, args.plots_dir),
+        "head_scores": lambda: head_scores(args.accuracy_dir, args.plots_dir),
+    }
+    for name, plot in plots.items():
         written = plot()
-        print("wrote", written) if written else print(f"skipped {plot.__name__}: no results yet")
+        print("wrote", written) if written else print(f"skipped {name}: no results yet")
+
+
+if __name__ == "__main__":
+    main()
