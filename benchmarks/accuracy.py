@@ -234,9 +234,7 @@ class Benchmark:
         return {"method": "torch_pruning", "sparsity": sparsity, "seed": seed, **result, "tp_pruning_ratio": ratio,
                 "achieved_sparsity": 1 - result["params"] / count_parameters(dense),
                 "accuracy_after_hard_prune": after,
-                "structure": [{"heads": m.num_attention_heads, "head_dim": m.head_dim,
-                               "hidden": m.q_proj.in_features, "mlp": m.config_mlp}
-                              for m in tp_attention_modules(model)]}  # fmt: skip
+                "structure": tp_structure(model)}  # fmt: skip
 
     # ------------------------------------------------------------------ the plan
     def plan(self) -> list[tuple[str, callable]]:
@@ -325,13 +323,17 @@ class NoADMMTrainer(GOHSPTrainer):
 
 
 # ---------------------------------------------------------------------- Torch-Pruning
-def tp_attention_modules(model):
-    from transformers.models.vit.modeling_vit import ViTLayer
+def tp_attention_modules(model) -> list:
+    from transformers.models.vit.modeling_vit import ViTAttention
 
-    for layer in model.modules():
-        if isinstance(layer, ViTLayer):
-            layer.attention.config_mlp = layer.mlp.fc1.out_features
-            yield layer.attention
+    return [m for m in model.modules() if isinstance(m, ViTAttention)]
+
+
+def tp_structure(model) -> list[dict]:
+    """Per block: heads, head dim, the (model-wide) hidden size and MLP width Torch-Pruning left."""
+    return [{"heads": layer.attention.num_attention_heads, "head_dim": layer.attention.head_dim,
+             "hidden": layer.attention.q_proj.in_features, "mlp": layer.mlp.fc1.out_features}
+            for layer in model.vit.layers]  # fmt: skip
 
 
 def tp_prune(model, ratio: float, train, batches: int, seed: int):
@@ -339,7 +341,7 @@ def tp_prune(model, ratio: float, train, batches: int, seed: int):
     `num_heads` from q/k/v_proj, head dims pruned, the classifier left alone."""
     import torch_pruning as tp
 
-    attentions = list(tp_attention_modules(model))
+    attentions = tp_attention_modules(model)
     num_heads = {proj: m.num_attention_heads for m in attentions for proj in (m.q_proj, m.k_proj, m.v_proj)}
     example = train[0]["pixel_values"].unsqueeze(0)
     pruner = tp.pruner.BasePruner(model, example, importance=tp.importance.TaylorImportance(), pruning_ratio=ratio,
