@@ -93,6 +93,28 @@ def accuracy_vs_sparsity(folder: Path, out_dir: Path) -> Path | None:
     return out
 
 
+def dense_learning_curve(folder: Path, out_dir: Path) -> Path | None:
+    r = load_accuracy(folder).get("dense")
+    if r is None:
+        return None
+    curve = r["learning_curve"]
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    axis.plot([c["epoch"] for c in curve], [100 * c["accuracy"] for c in curve], marker=".")
+    last = curve[round(0.8 * len(curve)) - 1]["epoch"]
+    axis.axvspan(last, curve[-1]["epoch"], color="gray", alpha=0.15, label="last 20% of the epochs")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("test accuracy, %")
+    axis.set_title(f"Dense reference: {100 * curve[-1]['accuracy']:.2f}% after {curve[-1]['epoch']:g} epochs "
+                   f"(last 20%: {100 * r['last_20pct_gain']:+.2f} points)", fontsize=9)  # fmt: skip
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    out = out_dir / "dense_learning_curve.png"
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
 def gohsp_structure(folder: Path, out_dir: Path) -> Path | None:
     results = load_accuracy(folder)
     runs = [(s, results[f"gohsp-s{s}-seed0"]) for s in (60, 80) if f"gohsp-s{s}-seed0" in results]
@@ -157,6 +179,7 @@ def main() -> None:
     plots = {
         "speedup_vs_batch": lambda: speedup_vs_batch(args.plots_dir),
         "accuracy_vs_sparsity": lambda: accuracy_vs_sparsity(args.accuracy_dir, args.plots_dir),
+        "dense_learning_curve": lambda: dense_learning_curve(args.accuracy_dir, args.plots_dir),
         "gohsp_structure": lambda: gohsp_structure(args.accuracy_dir, args.plots_dir),
         "head_scores": lambda: head_scores(args.accuracy_dir, args.plots_dir),
     }
