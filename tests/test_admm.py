@@ -45,10 +45,20 @@ def test_penalty_and_updates():
 
     metrics = state.update(model)
     assert state.rho == 1.0 and metrics["admm_rho"] == 1.0
-    for n in params:  # U = W - Z after one update from U = 0
-        torch.testing.assert_close(state.U[n], params[n].detach() - state.Z[n])
+    for n in params:  # U = (W - Z) * rho_old / rho_new after one update from U = 0 (U is the scaled dual)
+        torch.testing.assert_close(state.U[n], 0.5 * (params[n].detach() - state.Z[n]))
+    # The unscaled dual rho * U is what the scaled form must preserve across the rho change.
+    dual = {n: state.rho * state.U[n].clone() for n in params}
     state.update(model)
     assert state.rho == 1.5  # capped at rho_max
+    for n in params:  # dual += rho_old * (W - Z_new) (with rho_old = 1.0), then U = dual / rho_new
+        expected = (dual[n] + 1.0 * (params[n].detach() - state.Z[n])) / 1.5
+        torch.testing.assert_close(state.U[n], expected)
+    before = {n: state.U[n].clone() for n in params}
+    state.update(model)  # rho stays at its cap, so U is not rescaled
+    assert state.rho == 1.5
+    for n in params:
+        torch.testing.assert_close(state.U[n], before[n] + params[n].detach() - state.Z[n])
     # With W on its projection, the residual is zero.
     with torch.no_grad():
         for n, p in params.items():
