@@ -240,7 +240,7 @@ class Benchmark:
     # ------------------------------------------------------------------ the plan
     def plan(self) -> list[tuple[str, callable]]:
         """Every run, in the order they run: the ones the goals need first, so a partial pass says the most."""
-        s, ablations = self.s, {f"ablation-{what}-s60-seed0": fn for what, fn in self.ablations().items()}
+        s, ablations = self.s, self.ablations()
         runs = [("dense", None), ("control", self.control)]
         first = [x for x in (0.6, 0.8) if x in s.sparsities]
         for sparsity in first + [x for x in s.sparsities if x not in first]:
@@ -266,8 +266,9 @@ class Benchmark:
         return self.prune(best, sparsity, seed)
 
     def ablations(self) -> dict:
+        """GOHSP variants at 60% (seed 0), by run name; the ADMM/fine-tuning split also at 80%."""
         g = _bind(self.prune, "gohsp", 0.6, 0)
-        return {
+        variants = {
             "ranking-kl": _bind(g, ranking_similarity="kl"),
             "ranking-keep_central": _bind(g, ranking_direction="keep_central"),  # the reversed order
             "ranking-global": _bind(g, ranking_scope="global"),
@@ -277,7 +278,12 @@ class Benchmark:
             "heads0": _bind(g, head_sparsity=0.0),
             "heads60": _bind(g, head_sparsity=0.6),
             "admm_update_steps10": _bind(g, admm_update_steps=10),
+            "admm2_ft1": _bind(g, admm_epochs=2 * self.s.admm_epochs, finetune_epochs=self.s.finetune_epochs - 1),
         }
+        runs = {f"ablation-{what}-s60-seed0": fn for what, fn in variants.items()}
+        split = _bind(self.prune, "gohsp", 0.8, 0, admm_epochs=2 * self.s.admm_epochs,
+                      finetune_epochs=self.s.finetune_epochs - 1)  # fmt: skip
+        return runs | {"ablation-admm2_ft1-s80-seed0": split}
 
     def run(self, patterns: list[str]) -> None:
         for name, fn in self.plan():
