@@ -45,7 +45,7 @@ def by_method(results: dict[str, dict]) -> dict[tuple[str, float], list[dict]]:
         if name.startswith(("ablation-", "dense", "control")):
             continue
         groups[(r["method"], r["sparsity"])].append(r)
-    return groups
+    return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in groups.items()}
 
 
 def spread(runs: list[dict]) -> str:

@@ -1,4 +1,4 @@
-"""Why `admm_update_steps` must be long: the ADMM residual and the accuracy right after the hard prune.
+"""How often to update Z and U (`admm_update_steps`): the ADMM residual and the accuracy after the hard prune.
 
 A tiny ViT trained on scikit-learn's digits is pruned to 50% by GOHSP with Z/U updates every 10 and every 100
 steps (300 ADMM steps, Adam at 3e-3), and by one-shot magnitude pruning (SOMP) for reference. Also times the

@@ -131,8 +131,9 @@ def gohsp_structure(folder: Path, out_dir: Path) -> Path | None:
         for offset, (key, label) in enumerate((("qk_dim", "q/k dims"), ("v_dim", "v dims"), ("mlp", "MLP neurons"))):
             values = [layer[key] for layer in r["structure"]]
             row[1].bar([b + (offset - 1) * width for b in blocks], values, width, label=label, color=f"C{offset + 1}")
-        row[1].set_title(f"GOHSP {sparsity}%: kept widths per block (dense: q/k = v = "
-                         f"{r['settings']['hidden_size']}, MLP {r['settings']['intermediate_size']})", fontsize=9)  # fmt: skip
+        head_dim = r["settings"]["hidden_size"] // r["settings"]["num_attention_heads"]
+        row[1].set_title(f"GOHSP {sparsity}%: kept q/k and v dims per head (dense {head_dim}) and MLP neurons "
+                         f"(dense {r['settings']['intermediate_size']})", fontsize=9)  # fmt: skip
         row[1].legend(fontsize=7)
         for axis in row:
             axis.set_xlabel("block")

@@ -43,7 +43,8 @@ class GOHSPConfig(TrainingArguments):
         admm_epochs (`float`, defaults to `1.0`), admm_max_steps (`int`, defaults to `-1`): its length.
         admm_update_steps (`int`, defaults to `100`): optimizer steps between Z/U updates. W needs steps to move
             toward Z - U between updates (with Adam a weight moves about `learning_rate` per step); watch
-            `admm_residual` fall. `benchmarks/admm_interval.py` compares intervals; the default is provisional.
+            `admm_residual` fall. With a high learning rate a short interval works (10 steps at 3e-3), with a low one
+            it must be longer (50 beat 10 at 5e-4); `benchmarks/README.md` has the measurements.
         rho (`float`, defaults to `0.05`), rho_growth (`float`, defaults to `1.3`), rho_max (`float`,
             defaults to `1.0`): the penalty coefficient, its factor after each update, and its cap.
 
