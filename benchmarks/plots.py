@@ -21,6 +21,13 @@ RESULTS, PLOTS = HERE / "results", HERE / "plots"
 METHODS = {"gohsp": "GOHSP", "somp": "SOMP", "sgmp": "SGMP", "random": "random", "torch_pruning": "Torch-Pruning"}
 
 
+def save(figure, out: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
 def speedup_vs_batch(out_dir: Path) -> Path | None:
     path = RESULTS / "speed.json"
     if not path.exists():
@@ -45,11 +52,7 @@ def speedup_vs_batch(out_dir: Path) -> Path | None:
         axis.legend(fontsize=7, loc="lower center", ncol=2)
         axis.set_ylim(bottom=0.6)
     figure.suptitle(f"Exported GOHSP models, {results['machine']['date']}, torch {results['machine']['torch']}")
-    figure.tight_layout()
-    out = out_dir / "speedup_vs_batch.png"
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save(figure, out_dir / "speedup_vs_batch.png")
 
 
 def load_accuracy(folder: Path) -> dict[str, dict]:
@@ -86,11 +89,7 @@ def accuracy_vs_sparsity(folder: Path, out_dir: Path) -> Path | None:
     axis.grid(alpha=0.3)
     machine = next(iter(results.values()))["machine"]
     axis.set_title(f"Fashion-MNIST ViT, same extra epochs for every method ({machine['date']})", fontsize=9)
-    figure.tight_layout()
-    out = out_dir / "accuracy_vs_sparsity.png"
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save(figure, out_dir / "accuracy_vs_sparsity.png")
 
 
 def dense_learning_curve(folder: Path, out_dir: Path) -> Path | None:
@@ -108,11 +107,7 @@ def dense_learning_curve(folder: Path, out_dir: Path) -> Path | None:
                    f"(last 20%: {100 * r['last_20pct_gain']:+.2f} points)", fontsize=9)  # fmt: skip
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    out = out_dir / "dense_learning_curve.png"
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save(figure, out_dir / "dense_learning_curve.png")
 
 
 def gohsp_structure(folder: Path, out_dir: Path) -> Path | None:
@@ -138,11 +133,7 @@ def gohsp_structure(folder: Path, out_dir: Path) -> Path | None:
         for axis in row:
             axis.set_xlabel("block")
             axis.set_xticks(blocks)
-    figure.tight_layout()
-    out = out_dir / "gohsp_structure.png"
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save(figure, out_dir / "gohsp_structure.png")
 
 
 def head_scores(folder: Path, out_dir: Path) -> Path | None:
@@ -164,11 +155,7 @@ def head_scores(folder: Path, out_dir: Path) -> Path | None:
     axis.set_yticks(range(len(scores)))
     figure.colorbar(image, label="stationary probability x heads per block")
     axis.set_title("GOHSP head scores (60%, seed 0)", fontsize=9)
-    figure.tight_layout()
-    out = out_dir / "head_scores.png"
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save(figure, out_dir / "head_scores.png")
 
 
 def main() -> None:
