@@ -39,7 +39,8 @@ from speed import machine
 from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
+sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "tests")]
+from helpers import accuracy  # noqa: E402
 from prepare_fashion_mnist import SOURCE, read_idx  # noqa: E402
 
 from gohsp_hf import GOHSPConfig, GOHSPTrainer, count_parameters, model_cost  # noqa: E402
@@ -97,11 +98,6 @@ class FashionMNIST(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"pixel_values": self.pixel_values[i], "labels": self.labels[i]}
-
-
-def accuracy(prediction) -> dict:
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    return {"accuracy": float((logits.argmax(-1) == prediction.label_ids).mean())}
 
 
 def training_kwargs(s: Settings, seed: int) -> dict:
