@@ -44,7 +44,7 @@ from helpers import accuracy  # noqa: E402
 from prepare_fashion_mnist import SOURCE, read_idx  # noqa: E402
 
 from gohsp_hf import GOHSPConfig, GOHSPTrainer, count_parameters, model_cost  # noqa: E402
-from gohsp_hf.baselines import magnitude_head_mask, random_head_mask  # noqa: E402
+from gohsp_hf.methods import GOHSP, PRUNING_METHODS, PruningMethod, RandomPruning  # noqa: E402
 
 METHODS = ("gohsp", "somp", "sgmp", "random", "torch_pruning")
 BASELINES = METHODS[1:]
@@ -185,23 +185,21 @@ class Benchmark:
         return {"accuracy": metrics["eval_accuracy"], **model_cost(model)}
 
     # ------------------------------------------------------------------ pruning runs
-    def gohsp_trainer(
-        self, tmp: str, method: str, sparsity: float, seed: int, trainer_class=GOHSPTrainer, **overrides
-    ):
+    def gohsp_trainer(self, tmp: str, method: str, sparsity: float, seed: int, **overrides):
         s = self.s
         kwargs = dict(admm_epochs=s.admm_epochs, finetune_epochs=s.finetune_epochs, learning_rate=s.learning_rate,
                       warmup_steps=50, admm_update_steps=s.admm_update_steps, ranking_samples=s.ranking_samples,
                       overwrite_output_dir=True, **training_kwargs(s, seed))  # fmt: skip
         args = GOHSPConfig(tmp, method=method, target_sparsity=sparsity, **{**kwargs, **overrides})
         model = ViTForImageClassification.from_pretrained(self.dense())
-        return trainer_class(model=model, args=args, train_dataset=self.train, eval_dataset=self.test,
+        return GOHSPTrainer(model=model, args=args, train_dataset=self.train, eval_dataset=self.test,
                              compute_metrics=accuracy)  # fmt: skip
 
-    def prune(self, method: str, sparsity: float, seed: int, trainer_class=GOHSPTrainer, **overrides) -> dict:
+    def prune(self, method: str, sparsity: float, seed: int, **overrides) -> dict:
         if method == "torch_pruning":
             return self.torch_pruning(sparsity, seed)
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = self.gohsp_trainer(tmp, method, sparsity, seed, trainer_class, **overrides)
+            trainer = self.gohsp_trainer(tmp, method, sparsity, seed, **overrides)
             trainer.train()
             r = trainer.results
         return {"method": method, "sparsity": sparsity, "seed": seed, "accuracy": r["pruned"]["accuracy"],
@@ -210,7 +208,7 @@ class Benchmark:
                 "accuracy_after_hard_prune": r["after_hard_prune"]["accuracy"], "structure": r["structure"],
                 "head_mask": r["head_mask"], "head_scores": r.get("head_scores"),
                 "admm_final": r.get("admm_final"), "stage_seconds": r["stage_seconds"],
-                "overrides": overrides, "trainer": trainer_class.__name__}  # fmt: skip
+                "overrides": overrides}  # fmt: skip
 
     def torch_pruning(self, sparsity: float, seed: int) -> dict:
         """Torch-Pruning's ViT recipe (Taylor importance, uniform per-layer ratio, head dims pruned), with the
@@ -268,9 +266,9 @@ class Benchmark:
             "ranking-kl": _bind(g, ranking_similarity="kl"),
             "ranking-keep_central": _bind(g, ranking_direction="keep_central"),  # the reversed order
             "ranking-global": _bind(g, ranking_scope="global"),
-            "ranking-weight_norm": _bind(g, trainer_class=WeightNormHeadsTrainer),
-            "ranking-random": _bind(g, trainer_class=RandomHeadsTrainer),
-            "no_admm": _bind(g, trainer_class=NoADMMTrainer),
+            "ranking-weight_norm": _bind(self.prune, "gohsp_weight_norm_heads", 0.6, 0),
+            "ranking-random": _bind(self.prune, "gohsp_random_heads", 0.6, 0),
+            "no_admm": _bind(self.prune, "gohsp_no_admm", 0.6, 0),
             "heads0": _bind(g, head_sparsity=0.0),
             "heads60": _bind(g, head_sparsity=0.6),
             "admm_update_steps10": _bind(g, admm_update_steps=10),
@@ -302,32 +300,30 @@ def _bind(fn, *args, **kwargs):
     return bound
 
 
-# ---------------------------------------------------------------------- ablation trainers
-class WeightNormHeadsTrainer(GOHSPTrainer):
+# ---------------------------------------------------------------------- ablation methods
+class WeightNormHeads(GOHSP):
     """GOHSP with heads ranked by the L2 norm of their q/k/v/o weights instead of the graph."""
 
-    def rank_heads(self):
-        mask = magnitude_head_mask(self.accelerator.unwrap_model(self.model), self._num_pruned_heads(),
-                                   self.args.ranking_scope)  # fmt: skip
-        self.results["head_mask"] = mask.int().tolist()
-        return mask
+    rank_heads = PruningMethod.rank_heads
 
 
-class RandomHeadsTrainer(GOHSPTrainer):
+class RandomHeads(GOHSP):
     """GOHSP with random heads (seeded) instead of the graph ranking."""
 
-    def rank_heads(self):
-        mask = random_head_mask(self.dims, self._num_pruned_heads(), self.args.seed, self.args.ranking_scope)
-        self.results["head_mask"] = mask.int().tolist()
-        return mask
+    rank_heads = RandomPruning.rank_heads
 
 
-class NoADMMTrainer(GOHSPTrainer):
+class NoADMM(GOHSP):
     """GOHSP's head ranking and projection without ADMM: a straight hard prune of the dense weights, with the
     ADMM epochs spent fine-tuning instead."""
 
-    def _pruning_stage(self, checkpoint=None, saved=None):
-        self.args.finetune_epochs += self.args.admm_epochs
+    stage_name = None
+    pruning_stage = PruningMethod.pruning_stage
+
+
+ABLATION_METHODS = {"gohsp_weight_norm_heads": WeightNormHeads, "gohsp_random_heads": RandomHeads,
+                    "gohsp_no_admm": NoADMM}  # fmt: skip
+PRUNING_METHODS.update(ABLATION_METHODS)
 
 
 # ---------------------------------------------------------------------- Torch-Pruning

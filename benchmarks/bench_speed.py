@@ -21,8 +21,9 @@ from speed import machine, time_models
 from transformers import AutoModelForImageClassification, DeiTConfig, DeiTForImageClassification
 
 from gohsp_hf import BudgetSolver, apply_masks, export_pruned_model, model_cost
-from gohsp_hf.admm import group_scores, prunable_parameters
+from gohsp_hf.admm import group_scores
 from gohsp_hf.baselines import magnitude_head_mask
+from gohsp_hf.groups import prunable_parameters
 
 DEIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
                   image_size=224, patch_size=16, num_labels=1000)  # fmt: skip

@@ -44,7 +44,7 @@ from transformers import (
 )
 
 from gohsp_hf import SUPPORTED_MODELS, GOHSPConfig, GOHSPTrainer
-from gohsp_hf.gohsp_trainer import check_output_dir
+from gohsp_hf.checkpointing import check_output_dir
 
 logger = logging.getLogger(__name__)
 IMAGE_COLUMNS, LABEL_COLUMNS = ("image", "img"), ("label", "labels")

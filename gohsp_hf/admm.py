@@ -1,4 +1,4 @@
-"""GOHSP stage 2: ADMM soft pruning toward a heterogeneous structured-sparse target (GOHSP_SPEC "Stage 2").
+"""GOHSP stage 2: ADMM soft pruning toward a heterogeneous structured-sparse target (docs/method.md, "Stage 2").
 
 Scaled ADMM over the prunable tensors W of every block:
 
@@ -16,22 +16,15 @@ Proj keeps the heads of the stage-1 mask and the best attention columns and MLP 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from .budget import BudgetSolver
+from .groups import axis_energy, block_tensors, kind_scores, prunable_parameters
 from .model_utils import block_modules, model_dims
-from .structure import PRUNABLE_TENSORS, PrunedStructure
-
-
-def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The tensors that structured pruning touches (q/k/v/o and fc1/fc2 of every block), by full name."""
-    params = {}
-    for prefix, block in block_modules(model):
-        for name, param in block.named_parameters():
-            if name in PRUNABLE_TENSORS:
-                params[f"{prefix}.{name}"] = param
-    return params
+from .structure import PrunedStructure
 
 
 def group_scores(tensors: dict[str, torch.Tensor], model: nn.Module, head_mask: torch.Tensor) -> list[dict]:
@@ -45,37 +38,29 @@ def group_scores(tensors: dict[str, torch.Tensor], model: nn.Module, head_mask: 
     Returns:
         Per block, `{"qk": (d_h,), "v": (d_h,), "mlp": (I,)}`.
     """
-    d = model_dims(model)
+    d, table = model_dims(model), block_tensors(model.config.qkv_bias)
     scores = []
     for layer, (prefix, _) in enumerate(block_modules(model)):
-        block = {name[len(prefix) + 1 :]: t for name, t in tensors.items() if name.startswith(prefix + ".")}
-        scores.append(_block_scores(block, head_mask[layer], d))
+        squares = {name: tensors[f"{prefix}.{name}"].float().pow(2) for name in table}
+        keep = {"head": head_mask[layer].to(squares["attention.q_proj.weight"].device)}
+        block = kind_scores(axis_energy(squares, table, d), keep)
+        scores.append({kind: value.cpu() for kind, value in block.items()})
     return scores
 
 
-def _block_scores(t: dict[str, torch.Tensor], keep: torch.Tensor, d) -> dict[str, torch.Tensor]:
-    keep = keep.to(t["attention.q_proj.weight"].device)
-
-    def per_dim(weight, bias):  # rows grouped by head -> (d_h,) energy summed over kept heads
-        energy = weight.float().pow(2).view(d.num_heads, d.head_dim, -1).sum(-1)
-        if bias is not None:
-            energy = energy + bias.float().pow(2).view(d.num_heads, d.head_dim)
-        return energy[keep].sum(0)
-
-    qk = per_dim(t["attention.q_proj.weight"], t.get("attention.q_proj.bias"))
-    qk = qk + per_dim(t["attention.k_proj.weight"], t.get("attention.k_proj.bias"))
-    out_columns = t["attention.o_proj.weight"].t()  # (H * d_h, hidden)
-    v = per_dim(t["attention.v_proj.weight"], t.get("attention.v_proj.bias")) + per_dim(out_columns, None)
-    mlp = t["mlp.fc1.weight"].float().pow(2).sum(1) + t["mlp.fc1.bias"].float().pow(2)
-    mlp = mlp + t["mlp.fc2.weight"].float().pow(2).sum(0)
-    return {"qk": qk.cpu(), "v": v.cpu(), "mlp": mlp.cpu()}
-
-
 def project(
-    tensors: dict[str, torch.Tensor], model: nn.Module, head_mask: torch.Tensor, solver: BudgetSolver
+    tensors: dict[str, torch.Tensor],
+    model: nn.Module,
+    head_mask: torch.Tensor,
+    solver: BudgetSolver,
+    scorer: Callable = group_scores,
 ) -> tuple[dict[str, torch.Tensor], PrunedStructure]:
-    """Proj: the closest tensors (in L2, group-wise) with the structure the budget allows."""
-    structure = solver.solve(group_scores(tensors, model, head_mask), head_mask)
+    """Proj: the tensors with every group outside the budget's structure zeroed.
+
+    With the default `scorer` (squared norms) it is the closest such tensors in L2, group-wise. `scorer(tensors,
+    model, head_mask)` gives per block the scores the solver ranks by (see `group_scores`).
+    """
+    structure = solver.solve(scorer(tensors, model, head_mask), head_mask)
     masks = structure.parameter_masks(model)
     return {name: value * masks[name] for name, value in tensors.items()}, structure
 
@@ -88,6 +73,7 @@ class ADMMState:
         head_mask: (layers, heads) from stage 1.
         solver: turns group scores into a structure within the budget.
         rho, rho_growth, rho_max: the penalty coefficient, its factor after each update, and its cap.
+        scorer: the group scores of the projection (see `project`).
 
     Example:
 
@@ -98,12 +84,12 @@ class ADMMState:
     ```
     """
 
-    def __init__(self, model, head_mask, solver, rho=1e-3, rho_growth=1.3, rho_max=1.0):
-        self.head_mask, self.solver = head_mask.clone(), solver
+    def __init__(self, model, head_mask, solver, rho=1e-3, rho_growth=1.3, rho_max=1.0, scorer=group_scores):
+        self.head_mask, self.solver, self.scorer = head_mask.clone(), solver, scorer
         self.rho, self.rho_growth, self.rho_max = float(rho), float(rho_growth), float(rho_max)
         weights = {name: p.detach() for name, p in prunable_parameters(model).items()}
         self.U = {name: torch.zeros_like(w) for name, w in weights.items()}
-        self.Z, self.structure = project(weights, model, self.head_mask, solver)
+        self.Z, self.structure = project(weights, model, self.head_mask, solver, scorer)
         self._refresh_target()
         self.num_updates = 0
 
@@ -124,7 +110,7 @@ class ADMMState:
         """Z = Proj(W + U); U = U + W - Z; grow rho and rescale U by rho_old / rho_new. Returns the metrics."""
         weights = {name: p.detach() for name, p in prunable_parameters(model).items()}
         self.Z, self.structure = project(
-            {n: weights[n] + self.U[n] for n in weights}, model, self.head_mask, self.solver
+            {n: weights[n] + self.U[n] for n in weights}, model, self.head_mask, self.solver, self.scorer
         )
         old_rho, self.rho = self.rho, min(self.rho * self.rho_growth, self.rho_max)
         for name, w in weights.items():

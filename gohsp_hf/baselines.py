@@ -1,4 +1,4 @@
-"""Baselines on the same groups, budget solver and export as GOHSP (GOHSP_SPEC "Baselines").
+"""Baselines on the same groups, budget solver and export as GOHSP (docs/method.md, "Baselines").
 
 - SOMP, structured one-shot magnitude pruning: heads and groups by weight norm, pruned once at the start.
 - SGMP, structured gradual magnitude pruning: the same criterion on the cubic schedule of Zhu & Gupta (2018)
@@ -11,28 +11,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .admm import prunable_parameters
+from .groups import axis_energy, block_tensors, dense_size, kind_scores, prunable_parameters
 from .head_ranking import select_heads
 from .model_utils import ModelDims, block_modules, model_dims
-
-METHODS = ("gohsp", "somp", "sgmp", "random")
 
 
 @torch.no_grad()
 def head_weight_norms(model: nn.Module) -> torch.Tensor:
     """(layers, heads) squared norm of each head's q/k/v rows (with biases) and o_proj columns."""
-    d = model_dims(model)
-    params = {name: p.detach().float() for name, p in prunable_parameters(model).items()}
+    d, table = model_dims(model), block_tensors(model.config.qkv_bias)
+    params = prunable_parameters(model)
     norms = []
     for prefix, _ in block_modules(model):
-        energy = torch.zeros(d.num_heads)
-        for proj in ("q_proj", "k_proj", "v_proj"):
-            energy += params[f"{prefix}.attention.{proj}.weight"].pow(2).view(d.num_heads, -1).sum(1).cpu()
-            bias = params.get(f"{prefix}.attention.{proj}.bias")
-            if bias is not None:
-                energy += bias.pow(2).view(d.num_heads, -1).sum(1).cpu()
-        out = params[f"{prefix}.attention.o_proj.weight"].pow(2).view(d.hidden_size, d.num_heads, -1)
-        norms.append(energy + out.sum((0, 2)).cpu())
+        squares = {name: params[f"{prefix}.{name}"].detach().float().pow(2) for name in table}
+        keep = {kind: torch.ones(dense_size(d, kind), dtype=torch.bool) for kind in ("qk", "v")}
+        norms.append(kind_scores(axis_energy(squares, table, d), keep, kinds=("head",))["head"].cpu())
     return torch.stack(norms)
 
 

@@ -1,4 +1,4 @@
-"""Turn a parameter budget into per-block group counts (GOHSP_SPEC "Budget").
+"""Turn a parameter budget into per-block group counts (docs/method.md, "Budget").
 
 `target_sparsity` is the fraction of the whole model's parameters to remove. Heads are fixed first (by the
 head mask of stage 1); the rest of the budget goes to attention columns and MLP neurons ranked globally
@@ -12,36 +12,20 @@ import math
 
 import torch
 
+from .groups import GROUP_KINDS, KINDS, block_tensors, dense_size, parameter_count, sizes_with_axes, unit_costs
 from .model_utils import ModelDims, model_dims
 from .structure import LayerStructure, PrunedStructure
 
-KINDS = ("qk", "v", "mlp")
+COLUMN_KINDS = ("qk", "v", "mlp")  # the kinds `solve` allocates once the heads are fixed
 
 
-def group_costs(dims: ModelDims, heads: int, qkv_bias: bool = True) -> dict[str, int]:
-    """Parameters removed with one group of a block that keeps `heads` heads."""
-    e, b = dims.hidden_size, int(qkv_bias)
-    return {
-        "qk": 2 * heads * (e + b),  # one row of q and of k in every kept head, with biases
-        "v": heads * (2 * e + b),  # one row of v (+ bias) and one column of o_proj per kept head
-        "mlp": 2 * e + 1,  # a row of fc1 (+ bias) and a column of fc2
-    }
-
-
-def prunable_parameters(dims: ModelDims, sizes: list[dict[str, int]], qkv_bias: bool = True) -> int:
-    """Parameters held by the prunable tensors of blocks with the given kept sizes."""
-    total = 0
-    for s in sizes:
-        costs = group_costs(dims, s["heads"], qkv_bias)
-        total += s["qk_dim"] * costs["qk"] + s["v_dim"] * costs["v"] + s["mlp"] * costs["mlp"]
-    return total
+def kind_sizes(structure: PrunedStructure) -> list[dict[str, int]]:
+    """Per block, the kept count of every group kind, by kind name (`{"head": 3, "qk": 16, ...}`)."""
+    return [{kind.name: len(getattr(layer, kind.field)) for kind in GROUP_KINDS} for layer in structure.layers]
 
 
 def dense_sizes(dims: ModelDims) -> list[dict[str, int]]:
-    d = dims
-    return [
-        {"heads": d.num_heads, "qk_dim": d.head_dim, "v_dim": d.head_dim, "mlp": d.intermediate_size}
-    ] * d.num_layers
+    return [{kind: dense_size(dims, kind) for kind in KINDS} for _ in range(dims.num_layers)]
 
 
 class BudgetSolver:
@@ -86,7 +70,8 @@ class BudgetSolver:
         self.dims, self.total, self.target = dims, int(total_parameters), float(target_sparsity)
         self.qkv_bias, self.round_to = qkv_bias, round_to
         self.min_mlp = min(dims.intermediate_size, max(min_mlp_width, round_to))
-        self.fixed = self.total - prunable_parameters(dims, dense_sizes(dims), qkv_bias)
+        self.tensors = block_tensors(qkv_bias)
+        self.fixed = self.total - self.parameters_kept(dense_sizes(dims))
         # What the prunable tensors may keep, in parameters.
         self.budget = self.total * (1 - self.target) - self.fixed
 
@@ -102,24 +87,31 @@ class BudgetSolver:
             round_to=round_to,
         )
 
+    def parameters_kept(self, sizes: list[dict[str, int]]) -> int:
+        """Parameters held by the prunable tensors of blocks with these kept counts (kind name -> count)."""
+        return sum(parameter_count(self.tensors, sizes_with_axes(self.dims, block)) for block in sizes)
+
+    def unit_costs(self, block: dict[str, int]) -> dict[str, int]:
+        """Parameters removed with one group of each kind in a block that keeps `block` (kind name -> count)."""
+        return unit_costs(self.tensors, sizes_with_axes(self.dims, block))
+
     def sparsity(self, structure: PrunedStructure) -> float:
         """Fraction of the dense model's parameters removed by `structure`."""
-        kept = self.fixed + prunable_parameters(self.dims, structure.sizes(), self.qkv_bias)
-        return 1 - kept / self.total
+        return 1 - (self.fixed + self.parameters_kept(kind_sizes(structure))) / self.total
 
     def minimum_sizes(self, head_counts: list[int]) -> list[dict[str, int]]:
         g = min(self.round_to, self.dims.head_dim)
-        return [{"heads": h, "qk_dim": g, "v_dim": g, "mlp": self.min_mlp} for h in head_counts]
+        return [{"head": h, "qk": g, "v": g, "mlp": self.min_mlp} for h in head_counts]
 
     def check_feasible(self, head_counts: list[int] | None = None) -> None:
         """Raise a `ValueError` when the target cannot be met with these head counts (default: one per block)."""
         heads = head_counts or [1] * self.dims.num_layers
-        smallest = self.fixed + prunable_parameters(self.dims, self.minimum_sizes(heads), self.qkv_bias)
+        smallest = self.fixed + self.parameters_kept(self.minimum_sizes(heads))
         if smallest > self.total * (1 - self.target):
             reachable = 1 - smallest / self.total
             raise ValueError(
                 f"target_sparsity {self.target:.3f} cannot be reached: keeping {heads} heads per block and the minimum "
-                f"sizes (q/k and v size {self.minimum_sizes(heads)[0]['qk_dim']}, MLP width {self.min_mlp}) removes "
+                f"sizes (q/k and v size {self.minimum_sizes(heads)[0]['qk']}, MLP width {self.min_mlp}) removes "
                 f"at most {reachable:.3f} of the parameters. Lower target_sparsity, head_sparsity or min_mlp_width."
             )
 
@@ -134,31 +126,14 @@ class BudgetSolver:
         Returns:
             The `PrunedStructure`. Raises a `ValueError` when the budget cannot be met.
         """
-        head_counts = [int(n) for n in head_mask.sum(1)]
-        self.check_feasible(head_counts)
-        full = [{**size, "heads": h} for size, h in zip(dense_sizes(self.dims), head_counts)]
-        if prunable_parameters(self.dims, full, self.qkv_bias) < self.budget - 0.005 * self.total:
-            raise ValueError(
-                f"The head mask alone removes more than target_sparsity {self.target:.3f} of the parameters "
-                f"(it keeps {head_counts} heads per block); prune fewer heads (lower head_sparsity)."
-            )
-        chunks, used = [], 0.0
-        counts = [dict.fromkeys(KINDS, 0) for _ in scores]
-        orders = [{k: torch.argsort(s[k].double(), descending=True, stable=True) for k in KINDS} for s in scores]
-        minimum = self.minimum_sizes(head_counts)
-        for layer, (block_scores, order) in enumerate(zip(scores, orders)):
-            costs = group_costs(self.dims, head_counts[layer], self.qkv_bias)
-            for kind in KINDS:
-                ranked = block_scores[kind].double()[order[kind]]
-                must = minimum[layer]["mlp" if kind == "mlp" else "qk_dim"]
-                counts[layer][kind], used = must, used + must * costs[kind]
-                for start in range(must, ranked.numel(), self.round_to):
-                    size = min(self.round_to, ranked.numel() - start)
-                    value = ranked[start : start + size].sum().item() / (size * costs[kind])
-                    chunks.append((value, layer, kind, start, size, size * costs[kind]))
-        # Chunks of one (block, kind) come out in order: their scores are sorted and their costs equal.
-        chunks.sort(key=lambda c: (-c[0], c[1], KINDS.index(c[2]), c[3]))
-        filled = dict.fromkeys(((layer, kind) for layer in range(len(scores)) for kind in KINDS), True)
+        full = self._sizes_with_heads(head_mask)
+        orders = [
+            {k: torch.argsort(s[k].double(), descending=True, stable=True) for k in COLUMN_KINDS} for s in scores
+        ]
+        counts = self.minimum_sizes([size["head"] for size in full])
+        used = self.parameters_kept(counts)
+        chunks = self._chunks(scores, orders, counts, full)
+        filled = dict.fromkeys(((layer, kind) for layer in range(len(scores)) for kind in COLUMN_KINDS), True)
         for _, layer, kind, start, size, cost in chunks:
             if filled[layer, kind] and start == counts[layer][kind] and used + cost <= self.budget:
                 counts[layer][kind] += size
@@ -167,13 +142,37 @@ class BudgetSolver:
                 filled[layer, kind] = False  # keep the kept groups a prefix of the ranking
         layers = [
             LayerStructure(
-                heads=head_mask[layer].nonzero().flatten().tolist(),
-                qk_dims=order["qk"][: count["qk"]].tolist(),
-                v_dims=order["v"][: count["v"]].tolist(),
-                mlp=order["mlp"][: count["mlp"]].tolist(),
+                head_mask[layer].nonzero().flatten().tolist(), *(order[k][: count[k]].tolist() for k in COLUMN_KINDS)
             )
             for layer, (order, count) in enumerate(zip(orders, counts))
         ]
         structure = PrunedStructure(self.dims, layers)
         structure.validate()
         return structure
+
+    def _sizes_with_heads(self, head_mask: torch.Tensor) -> list[dict[str, int]]:
+        """Dense sizes with the heads of `head_mask`, checked against the budget."""
+        head_counts = [int(n) for n in head_mask.sum(1)]
+        self.check_feasible(head_counts)
+        full = [{**size, "head": h} for size, h in zip(dense_sizes(self.dims), head_counts)]
+        if self.parameters_kept(full) < self.budget - 0.005 * self.total:
+            raise ValueError(
+                f"The head mask alone removes more than target_sparsity {self.target:.3f} of the parameters "
+                f"(it keeps {head_counts} heads per block); prune fewer heads (lower head_sparsity)."
+            )
+        return full
+
+    def _chunks(self, scores, orders, minimum, full) -> list[tuple]:
+        """Every `round_to` chunk of groups above the minimum sizes, best score per parameter first:
+        `(value, layer, kind, start, size, cost)`. Chunks of one (block, kind) come out in order: their scores are
+        sorted and, with the heads fixed, their costs equal."""
+        chunks = []
+        for layer, (block_scores, order) in enumerate(zip(scores, orders)):
+            costs = self.unit_costs(full[layer])
+            for kind in COLUMN_KINDS:
+                ranked = block_scores[kind].double()[order[kind]]
+                for start in range(minimum[layer][kind], ranked.numel(), self.round_to):
+                    size = min(self.round_to, ranked.numel() - start)
+                    value = ranked[start : start + size].sum().item() / (size * costs[kind])
+                    chunks.append((value, layer, kind, start, size, size * costs[kind]))
+        return sorted(chunks, key=lambda c: (-c[0], c[1], COLUMN_KINDS.index(c[2]), c[3]))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from transformers import TrainerCallback
 
-from .admm import ADMMState, prunable_parameters
+from .admm import ADMMState
 from .baselines import cubic_sparsity
+from .groups import prunable_parameters
 
 
 class ADMMCallback(TrainerCallback):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .configuration_gohsp_vit import GOHSPViTConfig
+from .groups import BLOCK_TENSORS, GROUP_KINDS, KINDS, dense_size, flat_indices
 from .model_utils import base_model_prefix, model_variant
 from .modeling_gohsp_vit import GOHSPViTForImageClassification
 from .structure import PrunedStructure
@@ -91,27 +92,21 @@ def export_pruned_model(
 
 
 def _sliced_state_dict(model: nn.Module, structure: PrunedStructure) -> dict[str, torch.Tensor]:
-    """The dense state dict with each block's tensors index-selected, renamed to the `vit.` prefix."""
+    """The dense state dict with each block's tensors index-selected (`groups.BLOCK_TENSORS`), under `vit.`."""
     prefix = base_model_prefix(model)
-    head_dim = structure.dims.head_dim
+    sizes = {kind: dense_size(structure.dims, kind) for kind in KINDS}
     state = {}
     for name, tensor in model.state_dict().items():
         state["vit." + name[len(prefix) + 1 :] if name.startswith(prefix + ".") else name] = tensor
     for i, layer in enumerate(structure.layers):
-        qk_rows = torch.tensor([h * head_dim + j for h in layer.heads for j in layer.qk_dims])
-        v_rows = torch.tensor([h * head_dim + j for h in layer.heads for j in layer.v_dims])
-        neurons = torch.tensor(layer.mlp)
-        rows = {"q_proj": qk_rows, "k_proj": qk_rows, "v_proj": v_rows}
-        block = f"vit.layers.{i}"
-        for proj, index in rows.items():
-            for param in ("weight", "bias"):
-                key = f"{block}.attention.{proj}.{param}"
-                if key in state:  # no q/k/v bias when qkv_bias=False
-                    state[key] = state[key].index_select(0, index)
-        state[f"{block}.attention.o_proj.weight"] = state[f"{block}.attention.o_proj.weight"].index_select(1, v_rows)
-        state[f"{block}.mlp.fc1.weight"] = state[f"{block}.mlp.fc1.weight"].index_select(0, neurons)
-        state[f"{block}.mlp.fc1.bias"] = state[f"{block}.mlp.fc1.bias"].index_select(0, neurons)
-        state[f"{block}.mlp.fc2.weight"] = state[f"{block}.mlp.fc2.weight"].index_select(1, neurons)
+        kept = {kind.name: getattr(layer, kind.field) for kind in GROUP_KINDS}
+        for name, axes in BLOCK_TENSORS.items():
+            key = f"vit.layers.{i}.{name}"
+            if key not in state:  # no q/k/v bias when qkv_bias=False
+                continue
+            for axis, kinds in enumerate(axes):
+                if all(kind in kept for kind in kinds):
+                    state[key] = state[key].index_select(axis, flat_indices(kinds, kept, sizes))
     return {key: value.clone() for key, value in state.items()}
 
 

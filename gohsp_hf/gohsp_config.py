@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .baselines import METHODS
 from .head_ranking import DIRECTIONS, SCOPES, SIMILARITIES
+from .methods import PRUNING_METHODS
 
 
 @dataclass
@@ -63,7 +63,9 @@ class GOHSPConfig(TrainingArguments):
         overwrite_output_dir (`bool`, defaults to `False`): allow an `output_dir` that already holds files.
     """
 
-    method: str = field(default="gohsp", metadata={"help": f"Pruning method: one of {METHODS}."})
+    method: str = field(
+        default="gohsp", metadata={"help": f"Pruning method: one of {tuple(PRUNING_METHODS)} (`methods.py`)."}
+    )
     target_sparsity: float = field(
         default=0.5, metadata={"help": "Fraction of the whole model's parameters to remove, in (0, 1)."}
     )
@@ -112,7 +114,7 @@ class GOHSPConfig(TrainingArguments):
         if self.head_sparsity is None:
             self.head_sparsity = self.target_sparsity / 2
         checks = [
-            (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}."),
+            (self.method in PRUNING_METHODS, f"method must be one of {tuple(PRUNING_METHODS)}, got {self.method!r}."),
             (
                 0 < self.target_sparsity < 1 and not math.isnan(self.target_sparsity),
                 f"target_sparsity must be a fraction in (0, 1), got {self.target_sparsity}.",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
+
+from .export import save_pruned_model
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +38,12 @@ def merge_lora(model: nn.Module, reason: str = "") -> nn.Module:
         return model
     logger.info(f"Merging the LoRA adapters into the weights{reason}.")
     return model.merge_and_unload()
+
+
+def lora_for_finetune(model: nn.Module, args, base_dir: Path, is_main_process: bool) -> PeftModel:
+    """Wrap the hard-pruned `model` in the adapters of `args` (`lora_r`, `lora_alpha`, `lora_dropout`,
+    `lora_target_modules`), after saving it in `base_dir`: adapter-only checkpoints need that base to resume."""
+    if is_main_process and not (base_dir / "config.json").exists():
+        save_pruned_model(model, base_dir)
+    targets = [name.strip() for name in args.lora_target_modules.split(",") if name.strip()]
+    return add_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, targets)

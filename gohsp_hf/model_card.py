@@ -7,6 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .methods import PRUNING_METHODS
 from .structure import PrunedStructure
 
 CITATION = """@inproceedings{yin2023gohsp,
@@ -148,12 +149,8 @@ kept.
 
 
 def _method_name(method: str) -> str:
-    return {
-        "gohsp": "GOHSP (graph-based head ranking, ADMM soft pruning, hard pruning and fine-tuning)",
-        "somp": "structured one-shot magnitude pruning (a baseline)",
-        "sgmp": "structured gradual magnitude pruning (a baseline)",
-        "random": "random structured pruning (a baseline)",
-    }[method]
+    """The registered method's own description (`PruningMethod.description`), or its name."""
+    return PRUNING_METHODS[method].description if method in PRUNING_METHODS else method
 
 
 def _looks_like_hub_id(name: str | None) -> bool:

@@ -1,7 +1,7 @@
 """What survives pruning in each block, and the masks that zero everything else in a dense model.
 
 A `PrunedStructure` lists, for every block of a ViT/DeiT, the kept heads, the kept query/key dimensions and
-value dimensions (shared by all kept heads of the block, see GOHSP_SPEC "What can be pruned"), and the kept
+value dimensions (shared by all kept heads of the block, `groups` describes them), and the kept
 MLP neurons. It converts to and from masks and JSON; `apply_masks` turns a dense model into the "masked
 model", an ordinary ViT/DeiT whose pruned groups are zero.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .groups import BLOCK_TENSORS, GROUP_KINDS, dense_size, tensor_mask
 from .model_utils import ModelDims, block_modules, model_dims
 
 STRUCTURE_FILE = "gohsp_structure.json"
@@ -68,12 +69,7 @@ class PrunedStructure:
     @classmethod
     def dense(cls, dims: ModelDims) -> PrunedStructure:
         """The structure that keeps everything."""
-        full = LayerStructure(
-            list(range(dims.num_heads)),
-            list(range(dims.head_dim)),
-            list(range(dims.head_dim)),
-            list(range(dims.intermediate_size)),
-        )
+        full = LayerStructure(*(list(range(dense_size(dims, kind.name))) for kind in GROUP_KINDS))
         return cls(dims, [LayerStructure(**asdict(full)) for _ in range(dims.num_layers)])
 
     @classmethod
@@ -82,25 +78,20 @@ class PrunedStructure:
 
     # -- masks ----------------------------------------------------------------------------------
     def to_masks(self) -> list[dict[str, torch.Tensor]]:
-        """One dict of boolean group masks per block: `head` (H,), `qk` (d_h,), `v` (d_h,), `mlp` (I,)."""
-        d = self.dims
-        masks = []
-        for layer in self.layers:
-            masks.append(
-                {
-                    "head": _index_mask(layer.heads, d.num_heads),
-                    "qk": _index_mask(layer.qk_dims, d.head_dim),
-                    "v": _index_mask(layer.v_dims, d.head_dim),
-                    "mlp": _index_mask(layer.mlp, d.intermediate_size),
-                }
-            )
-        return masks
+        """One dict of boolean group masks per block, by kind: `head` (H,), `qk` (d_h,), `v` (d_h,), `mlp` (I,)."""
+        return [
+            {
+                kind.name: _index_mask(getattr(layer, kind.field), dense_size(self.dims, kind.name))
+                for kind in GROUP_KINDS
+            }
+            for layer in self.layers
+        ]
 
     @classmethod
     def from_masks(cls, dims: ModelDims, masks: list[dict[str, torch.Tensor]]) -> PrunedStructure:
         """Inverse of `to_masks`; the structure is validated against `dims`."""
         layers = [
-            LayerStructure(*(torch.as_tensor(m[k]).nonzero().flatten().tolist() for k in ("head", "qk", "v", "mlp")))
+            LayerStructure(*(torch.as_tensor(m[kind.name]).nonzero().flatten().tolist() for kind in GROUP_KINDS))
             for m in masks
         ]
         structure = cls(dims, layers)
@@ -124,7 +115,7 @@ class PrunedStructure:
         d = self.dims
         if len(self.layers) != d.num_layers:
             raise ValueError(f"The structure has {len(self.layers)} blocks but the model has {d.num_layers}.")
-        limits = {"heads": d.num_heads, "qk_dims": d.head_dim, "v_dims": d.head_dim, "mlp": d.intermediate_size}
+        limits = {kind.field: dense_size(d, kind.name) for kind in GROUP_KINDS}
         for i, layer in enumerate(self.layers):
             for name, limit in limits.items():
                 indices = getattr(layer, name)
@@ -174,43 +165,17 @@ class PrunedStructure:
         return cls.from_json((Path(directory) / STRUCTURE_FILE).read_text())
 
 
-# The tensors of a block that structured pruning touches (o_proj's and fc2's biases live in the residual stream).
-PRUNABLE_TENSORS = (
-    "attention.q_proj.weight",
-    "attention.q_proj.bias",
-    "attention.k_proj.weight",
-    "attention.k_proj.bias",
-    "attention.v_proj.weight",
-    "attention.v_proj.bias",
-    "attention.o_proj.weight",
-    "mlp.fc1.weight",
-    "mlp.fc1.bias",
-    "mlp.fc2.weight",
-)
+# The tensors of a block that structured pruning touches, in the order of the group table.
+PRUNABLE_TENSORS = tuple(BLOCK_TENSORS)
 
 
 def block_parameter_masks(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Broadcastable element masks of one block's prunable tensors, from its group masks.
+    """Broadcastable element masks of one block's prunable tensors, from its group masks (`groups.BLOCK_TENSORS`).
 
     Rows of q/k/v are laid out head by head (`h * head_dim + j`), so a row survives when its head and its
     dimension both survive. o_proj's input columns follow v; fc1's rows and fc2's columns follow the neurons.
     """
-    head = group["head"].float()
-    qk_rows = torch.outer(head, group["qk"].float()).flatten()  # (H * d_h,)
-    v_rows = torch.outer(head, group["v"].float()).flatten()  # (H * d_h,)
-    mlp = group["mlp"].float()  # (I,)
-    return {
-        "attention.q_proj.weight": qk_rows[:, None],
-        "attention.q_proj.bias": qk_rows,
-        "attention.k_proj.weight": qk_rows[:, None],
-        "attention.k_proj.bias": qk_rows,
-        "attention.v_proj.weight": v_rows[:, None],
-        "attention.v_proj.bias": v_rows,
-        "attention.o_proj.weight": v_rows[None, :],
-        "mlp.fc1.weight": mlp[:, None],
-        "mlp.fc1.bias": mlp,
-        "mlp.fc2.weight": mlp[None, :],
-    }
+    return {name: tensor_mask(axes, group) for name, axes in BLOCK_TENSORS.items()}
 
 
 @torch.no_grad()

@@ -7,14 +7,22 @@ import sys
 import textwrap
 from pathlib import Path
 
-# Prepended to a script to make `import gohsp_hf` fail, as on a machine where it is not installed.
+# Prepended to a script to hide gohsp_hf, as on a machine where it is not installed: `import gohsp_hf` raises
+# ImportError, the clone's own folder leaves sys.path and the editable install's finder leaves sys.meta_path.
+# Only those: a virtual environment inside the clone (`.venv`) or beside it (`<clone>-venv`) keeps its
+# site-packages, so transformers and torch still import.
 BLOCK_GOHSP = """
+import os
 import sys
-sys.path = [p for p in sys.path if p and not p.startswith({repo!r})]
+sys.path = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != {repo!r}]
+sys.meta_path = [f for f in sys.meta_path if "gohsp_hf" not in getattr(f, "__module__", "")]
 sys.modules["gohsp_hf"] = None  # `import gohsp_hf` now raises ImportError
 """
 
 REPO = str(Path(__file__).resolve().parents[1])
+
+# `accelerate launch`, through the running interpreter: a venv's `bin/` need not be on PATH (issue #7).
+ACCELERATE_LAUNCH = (sys.executable, "-m", "accelerate.commands.launch")
 
 
 # Defines `emit(obj)`, which hands a JSON-able result back to the test.

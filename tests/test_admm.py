@@ -6,7 +6,8 @@ import torch
 from conftest import make_model
 
 from gohsp_hf import ADMMState, BudgetSolver, apply_masks
-from gohsp_hf.admm import project, prunable_parameters
+from gohsp_hf.admm import project
+from gohsp_hf.groups import prunable_parameters
 
 
 def setup(target=0.4):

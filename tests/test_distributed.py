@@ -2,11 +2,11 @@
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import ACCELERATE_LAUNCH
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("repeat", range(5))
 def test_two_processes_agree_and_exit_cleanly(repeat, tmp_path):
     command = [
-        shutil.which("accelerate"), "launch",
+        *ACCELERATE_LAUNCH,
         "--config_file", str(REPO / "examples" / "accelerate_configs" / "cpu_2proc.yaml"),
         str(REPO / "tests" / "scripts" / "gohsp_run.py"), str(tmp_path), "--admm_steps", "12", "--save_steps", "100",
     ]  # fmt: skip

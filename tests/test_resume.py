@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_model
-from helpers import DigitsDataset
+from helpers import ACCELERATE_LAUNCH, DigitsDataset
 from transformers import AutoModelForImageClassification, ViTForImageClassification
 
 from gohsp_hf import GOHSPConfig, GOHSPTrainer
@@ -70,7 +69,7 @@ def test_resume_sgmp(tmp_path):
 
 @pytest.mark.parametrize("interrupt", ["admm:14", "finetune:9"])
 def test_resume_under_two_processes(interrupt, tmp_path):
-    accelerate = (shutil.which("accelerate"), "launch", "--config_file",
+    accelerate = (*ACCELERATE_LAUNCH, "--config_file",
                   str(REPO / "examples" / "accelerate_configs" / "cpu_2proc.yaml"))  # fmt: skip
     full = tmp_path / "full"
     full.mkdir()

@@ -149,3 +149,20 @@ def test_config_that_does_not_match_the_weights(tmp_path):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="do not match the per-block sizes in its config.json"):
         AutoModelForImageClassification.from_pretrained(path)
+
+
+def test_the_blocker_hides_gohsp_hf_and_nothing_else(tmp_path):
+    """The tests above prove a folder loads without gohsp_hf only if hiding it works: a folder whose code needs
+    gohsp_hf must fail under the same blocker, while torch and transformers (from any venv) still import."""
+    _, _, path = saved_pruned(tmp_path)
+    modeling = path / "modeling_gohsp_vit.py"
+    modeling.write_text(modeling.read_text().replace("import torch\n", "import torch\nimport gohsp_hf.groups\n", 1))
+    script = f"""
+        import torch, transformers
+        from transformers import AutoModelForImageClassification
+        AutoModelForImageClassification.from_pretrained({str(path)!r}, trust_remote_code=True)
+        emit("loaded")
+        """
+    with pytest.raises(AssertionError, match="gohsp_hf"):
+        run_python(script, tmp_path, without_gohsp=True)
+    assert run_python(script, tmp_path) == "loaded"  # the same folder loads where gohsp_hf is installed

@@ -78,7 +78,7 @@ def test_layer_structure_sorts_indices():
 
 
 def test_masks_cover_exactly_the_prunable_tensors():
-    from gohsp_hf.admm import prunable_parameters
+    from gohsp_hf.groups import prunable_parameters
     from gohsp_hf.structure import PRUNABLE_TENSORS, block_parameter_masks
 
     model = make_model("vit")

@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, ViTForImageClassification
 
 from gohsp_hf import GOHSPConfig, GOHSPTrainer, GOHSPViTForImageClassification
-from gohsp_hf.gohsp_trainer import checkpoint_patterns, hub_files
+from gohsp_hf.hub import checkpoint_patterns, hub_files
 from gohsp_hf.model_card import model_card
 
 TRAIN, EVAL = DigitsDataset(0, 1400), DigitsDataset(1400, None)
