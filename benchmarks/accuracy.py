@@ -1,26 +1,39 @@
-"""Accuracy at equal size on Fashion-MNIST: GOHSP against SOMP, SGMP, random and Torch-Pruning, and the ablations.
+"""Accuracy at equal size on Fashion-MNIST: GOHSP against the paper's GOHSP, SOMP, SGMP, random and Torch-Pruning,
+on two shapes and two budgets, with distillation as a column, and the ablations behind gohsp's defaults.
 
     apt-get install -y dataset-fashion-mnist
-    pip install torch-pruning==1.6.1            # benchmark-only dependency (in the `dev` extra)
-    python benchmarks/accuracy.py               # full pass (~2.5 h on 2 CPU cores) -> results/accuracy/
-    python benchmarks/accuracy.py --quick       # subset, few epochs (<20 min) -> results/accuracy_quick/
-    python benchmarks/plots.py                  # the plots, from the JSON
+    pip install torch-pruning==1.6.1                # benchmark-only dependency (in the `dev` extra)
+    python benchmarks/accuracy.py                   # every pass -> results/accuracy/ (hours on 2 CPU cores)
+    python benchmarks/accuracy.py --passes main     # one pass; --runs 'gohsp-*' picks runs by name
+    python benchmarks/accuracy.py --quick           # a subset with few epochs -> results/accuracy_quick/
+    python benchmarks/accuracy_tables.py            # the README tables, from the JSON
+    python benchmarks/plots.py                      # the plots, from the JSON
 
-1. A dense ViT is trained from scratch on the full training set until its test accuracy stops moving (the
-   learning curve is in `dense.json`) and cached in `benchmarks/.cache/` (a fresh clone retrains it, same seed).
-2. Every pruning run starts from that model and gets the same extra epochs (`admm_epochs + finetune_epochs`):
-   GOHSP spends `admm_epochs` in ADMM, SGMP in its gradual schedule, and SOMP, random, Torch-Pruning and the
-   dense control fine-tune for all of them. Same learning rate, batch, label smoothing and warm-up everywhere.
-3. Each run writes `<results_dir>/<run>.json` as soon as it ends; a run whose file exists is skipped, so a pass
-   can be finished over several sittings. `--runs` picks runs by name (fnmatch patterns).
+Passes (each a `Settings`):
+- `main`: ViT 128x6, 4 heads, MLP 256 (`shape` "128x6-mlp256"), 3 extra epochs: every method at 40/60/80%, a
+  second seed for gohsp and Torch-Pruning at 60/80%, distillation for both at 60/80%, and the ablations.
+- `long`: the same model with 10 extra epochs, gohsp and Torch-Pruning at 80%, 2 seeds.
+- `mlp4`: a second shape, ViT 96x6, 4 heads, MLP 384 (MLP ratio 4), 3 extra epochs, gohsp and Torch-Pruning at
+  60/80%, 2 seeds.
 
-Run names: `dense`, `control`, `<method>-s<percent>-seed<seed>` for the main table, `ablation-<what>-s60-seed0`.
+1. Each shape's dense ViT is trained from scratch on the full training set until its test accuracy stops moving
+   (the learning curve is in its result file) and cached in `benchmarks/.cache/` (a fresh clone retrains it).
+2. Every pruning run starts from that model and gets the same extra epochs: gohsp and gohsp_paper spend
+   `admm_epochs` in ADMM (when their pruning stage is on), SGMP in its gradual schedule, and SOMP, random,
+   Torch-Pruning and the dense control fine-tune for all of them. Same learning rate, batch, label smoothing and
+   warm-up everywhere; gohsp runs with its library defaults.
+3. Each run writes `<results_dir>/<run>.json` as soon as it ends; a run whose file exists is skipped, so a pass can
+   be finished over several sittings.
+
+Run names: `[<pass>-]dense`, `[<pass>-]control`, `[<pass>-]<method>-s<percent>-seed<seed>`, and
+`ablation-<knob>=<value>-s<percent>-seed0`; the main pass has no prefix.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -44,17 +57,35 @@ from helpers import accuracy  # noqa: E402
 from prepare_fashion_mnist import SOURCE, read_idx  # noqa: E402
 
 from gohsp_hf import GOHSPConfig, GOHSPTrainer, count_parameters, model_cost  # noqa: E402
-from gohsp_hf.methods import GOHSP, PRUNING_METHODS, PruningMethod, RandomPruning  # noqa: E402
+from gohsp_hf.losses import distillation_loss  # noqa: E402
 
-METHODS = ("gohsp", "somp", "sgmp", "random", "torch_pruning")
-BASELINES = METHODS[1:]
-FIRST_ABLATIONS = ("ranking-keep_central", "no_admm")  # they decide defaults, so they run before the 40% rows
+ALL_METHODS = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning")
+KD = dict(distillation_alpha=0.5, distillation_temperature=2.0)  # the distillation column, for both tools
+# One knob of gohsp changed at a time; a variant equal to the library default is the main run itself.
+ABLATIONS = {
+    "importance=norm": dict(importance="norm"),
+    "importance=taylor": dict(importance="taylor"),
+    "importance=fisher": dict(importance="fisher"),
+    "importance_steps=1": dict(importance_steps=1),
+    "heads=half_of_target": dict(head_sparsity="half"),
+    "head_ranking=importance": dict(head_ranking="importance"),
+    "head_ranking=graph": dict(head_ranking="graph"),
+    "soft_pruning=admm": dict(soft_pruning="admm"),
+    "soft_pruning=gradual_admm": dict(soft_pruning="gradual_admm"),
+    "soft_pruning=none": dict(soft_pruning="none"),
+    "hidden=off": dict(prune_hidden_size=False),
+    "hidden=allocated": dict(prune_hidden_size=True, hidden_sparsity=None),
+    "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),
+    "hidden=0.5": dict(prune_hidden_size=True, hidden_sparsity=0.5),
+    "layer_norm=plain": dict(hidden_layer_norm="plain"),
+}
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything a pass depends on; stored in every result file."""
 
+    name: str = "main"  # the pass; its runs are named `<name>-...` (no prefix for main)
     train_size: int | None = None  # None: all 60,000
     test_size: int | None = None  # None: all 10,000
     hidden_size: int = 128
@@ -66,20 +97,38 @@ class Settings:
     admm_epochs: float = 1
     finetune_epochs: float = 2
     learning_rate: float = 5e-4
-    admm_update_steps: int = 50
+    paper_update_steps: int = 50  # ADMM / SGMP interval of gohsp_paper and sgmp (gohsp derives its own)
     batch_size: int = 128
     label_smoothing: float = 0.1
     weight_decay: float = 0.05
+    methods: tuple = ALL_METHODS
     sparsities: tuple = (0.4, 0.6, 0.8)
     seeds: tuple = (0, 1)
+    more_seeds: tuple = ("gohsp", "torch_pruning")  # the methods that get every seed at 60/80%
+    distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
+    ablations: bool = True
     ranking_samples: int = 512
     taylor_batches: int = 10
     tp_bisection_steps: int = 10
 
+    @property
+    def shape(self) -> str:
+        return f"{self.hidden_size}x{self.num_hidden_layers}-mlp{self.intermediate_size}"
 
-FULL = Settings()
+    @property
+    def extra_epochs(self) -> float:
+        return self.admm_epochs + self.finetune_epochs
+
+
+PASSES = {
+    "main": Settings(),
+    "long": Settings(name="long", admm_epochs=3, finetune_epochs=7, methods=("gohsp", "torch_pruning"),
+                     sparsities=(0.8,), distillation=False, ablations=False),
+    "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, methods=("gohsp", "torch_pruning"),
+                     sparsities=(0.6, 0.8), distillation=False, ablations=False),
+}  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
-                 admm_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip
+                 paper_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip
 
 
 class FashionMNIST(torch.utils.data.Dataset):
@@ -106,12 +155,27 @@ def training_kwargs(s: Settings, seed: int) -> dict:
                 report_to=[], disable_tqdm=True, save_strategy="no", logging_steps=50, dataloader_num_workers=0)  # fmt: skip
 
 
+class DistillationTrainer(Trainer):
+    """A plain Trainer whose loss is distilled from a teacher, as gohsp's fine-tuning stage does it."""
+
+    def __init__(self, teacher, alpha: float, temperature: float, **kwargs):
+        super().__init__(**kwargs)
+        self.teacher, self.alpha, self.temperature = teacher.eval().requires_grad_(False), alpha, temperature
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            with torch.no_grad():
+                teacher_logits = self.teacher(pixel_values=inputs["pixel_values"]).logits
+            loss = distillation_loss(loss, outputs.logits, teacher_logits, self.alpha, self.temperature)
+        return (loss, outputs) if return_outputs else loss
+
+
 class Benchmark:
-    def __init__(self, settings: Settings, results_dir: Path, cache_dir: Path, source: Path = SOURCE):
+    def __init__(self, settings: Settings, results_dir: Path, cache_dir: Path, data: tuple):
         self.s, self.results_dir, self.cache_dir = settings, results_dir, cache_dir
-        self.train = FashionMNIST("train", settings.train_size, source)
-        self.test = FashionMNIST("test", settings.test_size, source)
-        self.extra_epochs = settings.admm_epochs + settings.finetune_epochs
+        self.train, self.test = data
+        self.prefix = "" if settings.name == "main" else f"{settings.name}-"
         results_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -121,8 +185,9 @@ class Benchmark:
 
     def write(self, name: str, result: dict, seconds: float) -> dict:
         dense_sha256 = hashlib.sha256((self.dense_path() / "model.safetensors").read_bytes()).hexdigest()
-        result = {"run": name, **result, "wall_seconds": seconds, "dense_sha256": dense_sha256,
-                  "settings": asdict(self.s), "machine": machine(),
+        result = {"run": name, **result, "shape": self.s.shape, "extra_epochs": self.s.extra_epochs,
+                  "wall_seconds": seconds, "dense_sha256": dense_sha256, "settings": asdict(self.s),
+                  "machine": machine(),
                   "command": "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}  # fmt: skip
         path = self.results_dir / f"{name}.json"
         tmp = path.with_suffix(".json.tmp")
@@ -139,8 +204,8 @@ class Benchmark:
         return self.cache_dir / f"dense-{key}-e{s.dense_epochs:g}-lr{s.dense_learning_rate:g}"
 
     def dense(self) -> Path:
-        path = self.dense_path()
-        if (path / "config.json").exists() and self.result("dense") is not None:
+        path, name = self.dense_path(), f"{self.prefix}dense"
+        if (path / "config.json").exists() and self.result(name) is not None:
             return path
         s, start = self.s, time.perf_counter()
         torch.manual_seed(0)
@@ -162,24 +227,27 @@ class Benchmark:
         shutil.rmtree(path, ignore_errors=True)
         os.replace(staging, path)
         last = int(round(0.8 * len(curve)))
-        self.write("dense", {"method": "dense", "sparsity": 0.0, "accuracy": curve[-1]["accuracy"], **model_cost(model),
-                             "learning_curve": curve,
-                             "last_20pct_gain": curve[-1]["accuracy"] - curve[last - 1]["accuracy"]},
+        self.write(name, {"method": "dense", "sparsity": 0.0, "accuracy": curve[-1]["accuracy"], **model_cost(model),
+                          "learning_curve": curve,
+                          "last_20pct_gain": curve[-1]["accuracy"] - curve[last - 1]["accuracy"]},
                    time.perf_counter() - start)  # fmt: skip
         return path
 
+    def dense_model(self) -> ViTForImageClassification:
+        return ViTForImageClassification.from_pretrained(self.dense())
+
     def control(self) -> dict:
         """The dense model trained for the same extra epochs as every pruned model."""
-        model = ViTForImageClassification.from_pretrained(self.dense())
-        return self.finetune(model, seed=0) | {"method": "control", "sparsity": 0.0}
+        return self.finetune(self.dense_model(), seed=0) | {"method": "control", "sparsity": 0.0}
 
-    def finetune(self, model, seed: int) -> dict:
+    def finetune(self, model, seed: int, teacher=None) -> dict:
         s = self.s
         with tempfile.TemporaryDirectory() as tmp:
-            args = TrainingArguments(tmp, num_train_epochs=self.extra_epochs, learning_rate=s.learning_rate,
+            args = TrainingArguments(tmp, num_train_epochs=s.extra_epochs, learning_rate=s.learning_rate,
                                      warmup_steps=50, **training_kwargs(s, seed))  # fmt: skip
-            trainer = Trainer(model=model, args=args, train_dataset=self.train, eval_dataset=self.test,
-                              compute_metrics=accuracy)  # fmt: skip
+            data = dict(model=model, args=args, train_dataset=self.train, eval_dataset=self.test,
+                        compute_metrics=accuracy)  # fmt: skip
+            trainer = Trainer(**data) if teacher is None else DistillationTrainer(teacher, **_kd(), **data)
             trainer.train()
             metrics = trainer.evaluate()
         return {"accuracy": metrics["eval_accuracy"], **model_cost(model)}
@@ -187,33 +255,39 @@ class Benchmark:
     # ------------------------------------------------------------------ pruning runs
     def gohsp_trainer(self, tmp: str, method: str, sparsity: float, seed: int, **overrides):
         s = self.s
+        if overrides.get("head_sparsity") == "half":
+            overrides["head_sparsity"] = sparsity / 2
         kwargs = dict(admm_epochs=s.admm_epochs, finetune_epochs=s.finetune_epochs, learning_rate=s.learning_rate,
-                      warmup_steps=50, admm_update_steps=s.admm_update_steps, ranking_samples=s.ranking_samples,
-                      overwrite_output_dir=True, **training_kwargs(s, seed))  # fmt: skip
+                      warmup_steps=50, ranking_samples=s.ranking_samples, overwrite_output_dir=True,
+                      **training_kwargs(s, seed))  # fmt: skip
+        if method in ("gohsp_paper", "sgmp"):
+            kwargs["admm_update_steps"] = s.paper_update_steps
         args = GOHSPConfig(tmp, method=method, target_sparsity=sparsity, **{**kwargs, **overrides})
-        model = ViTForImageClassification.from_pretrained(self.dense())
-        return GOHSPTrainer(model=model, args=args, train_dataset=self.train, eval_dataset=self.test,
-                             compute_metrics=accuracy)  # fmt: skip
+        return GOHSPTrainer(model=self.dense_model(), args=args, train_dataset=self.train, eval_dataset=self.test,
+                            compute_metrics=accuracy)  # fmt: skip
 
     def prune(self, method: str, sparsity: float, seed: int, **overrides) -> dict:
         if method == "torch_pruning":
-            return self.torch_pruning(sparsity, seed)
+            return self.torch_pruning(sparsity, seed, **overrides)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = self.gohsp_trainer(tmp, method, sparsity, seed, **overrides)
             trainer.train()
             r = trainer.results
-        return {"method": method, "sparsity": sparsity, "seed": seed, "accuracy": r["pruned"]["accuracy"],
+        kd = "+kd" if overrides.get("distillation_alpha") else ""
+        return {"method": method + kd, "sparsity": sparsity, "seed": seed, "accuracy": r["pruned"]["accuracy"],
                 "params": r["pruned"]["params"], "flops": r["pruned"]["flops"], "macs": r["pruned"]["macs"],
                 "achieved_sparsity": r["achieved_sparsity"], "dense_accuracy": r["dense"]["accuracy"],
+                "accuracy_before_hard_prune": r["before_hard_prune"]["accuracy"],
                 "accuracy_after_hard_prune": r["after_hard_prune"]["accuracy"], "structure": r["structure"],
-                "head_mask": r["head_mask"], "head_scores": r.get("head_scores"),
-                "admm_final": r.get("admm_final"), "stage_seconds": r["stage_seconds"],
-                "overrides": overrides}  # fmt: skip
+                "hidden_size": r["hidden_size"], "head_mask": r["head_mask"], "kept_heads": r["kept_heads"],
+                "head_scores": r.get("head_scores"),
+                "admm_final": r.get("admm_final"), "admm_schedule": r.get("admm_schedule"),
+                "stage_seconds": r["stage_seconds"], "overrides": overrides}  # fmt: skip
 
-    def torch_pruning(self, sparsity: float, seed: int) -> dict:
+    def torch_pruning(self, sparsity: float, seed: int, **overrides) -> dict:
         """Torch-Pruning's ViT recipe (Taylor importance, uniform per-layer ratio, head dims pruned), with the
         pruning ratio bisected until the model has the same parameter count as ours at this sparsity."""
-        dense = ViTForImageClassification.from_pretrained(self.dense())
+        dense = self.dense_model()
         target = (1 - sparsity) * count_parameters(dense)
         low, high, sizes = 0.0, 0.95, {}
         for _ in range(self.s.tp_bisection_steps):
@@ -225,65 +299,55 @@ class Benchmark:
         ratio = min(sizes, key=lambda r: abs(sizes[r] - target))  # the closest parameter count, above or below
         model = tp_prune(copy.deepcopy(dense), ratio, self.train, self.s.taylor_batches, seed)
         after = evaluate(model, self.test)
-        result = self.finetune(model, seed)
-        return {"method": "torch_pruning", "sparsity": sparsity, "seed": seed, **result, "tp_pruning_ratio": ratio,
-                "achieved_sparsity": 1 - result["params"] / count_parameters(dense),
-                "accuracy_after_hard_prune": after,
-                "structure": tp_structure(model)}  # fmt: skip
+        kd = bool(overrides.get("distillation_alpha"))
+        result = self.finetune(model, seed, teacher=self.dense_model() if kd else None)
+        return {"method": "torch_pruning" + ("+kd" if kd else ""), "sparsity": sparsity, "seed": seed, **result,
+                "tp_pruning_ratio": ratio, "achieved_sparsity": 1 - result["params"] / count_parameters(dense),
+                "accuracy_before_hard_prune": evaluate(dense, self.test), "accuracy_after_hard_prune": after,
+                "structure": tp_structure(model), "hidden_size": model.vit.layers[0].attention.q_proj.in_features,
+                "overrides": overrides}  # fmt: skip
 
     # ------------------------------------------------------------------ the plan
     def plan(self) -> list[tuple[str, callable]]:
-        """Every run, in the order they run: the ones the goals need first, so a partial pass says the most."""
-        s, ablations = self.s, self.ablations()
-        runs = [("dense", None), ("control", self.control)]
+        """Every run of the pass, in the order they run: the ones the goals need first."""
+        s, p = self.s, self.prefix
+        runs = [(f"{p}dense", None), (f"{p}control", self.control)]
         first = [x for x in (0.6, 0.8) if x in s.sparsities]
         for sparsity in first + [x for x in s.sparsities if x not in first]:
-            for method in METHODS:
-                runs.append((f"{method}-s{round(100 * sparsity)}-seed0", _bind(self.prune, method, sparsity, 0)))
-            if first and sparsity == first[-1]:  # then the ablations that decide defaults
-                runs += [
-                    (name, ablations.pop(name)) for name in list(ablations) if any(k in name for k in FIRST_ABLATIONS)
-                ]
-        runs += list(ablations.items())
+            for method in s.methods:
+                runs.append((f"{p}{method}-s{_pct(sparsity)}-seed0", _bind(self.prune, method, sparsity, 0)))
         for sparsity in first:
             for seed in s.seeds[1:]:
-                runs.append((f"gohsp-s{round(100 * sparsity)}-seed{seed}", _bind(self.prune, "gohsp", sparsity, seed)))
-                runs.append((f"best_baseline-s{round(100 * sparsity)}-seed{seed}", _bind(self.best_baseline, sparsity, seed)))  # fmt: skip
+                runs += [(f"{p}{m}-s{_pct(sparsity)}-seed{seed}", _bind(self.prune, m, sparsity, seed))
+                         for m in s.more_seeds if m in s.methods]  # fmt: skip
+            if s.distillation:
+                runs += [(f"{p}{m}+kd-s{_pct(sparsity)}-seed0", _bind(self.prune, m, sparsity, 0, **KD))
+                         for m in ("gohsp", "torch_pruning")]  # fmt: skip
+        if s.ablations:
+            runs += self.ablations(first)
         return runs
 
-    def best_baseline(self, sparsity: float, seed: int) -> dict:
-        """Another seed of the baseline with the best seed-0 accuracy at this sparsity."""
-        scores = {m: self.result(f"{m}-s{round(100 * sparsity)}-seed0") for m in BASELINES}
-        if any(r is None for r in scores.values()):
-            raise RuntimeError(f"run every baseline at {sparsity:.0%}, seed 0, before its best baseline's seed {seed}")
-        best = max(scores, key=lambda m: scores[m]["accuracy"])
-        return self.prune(best, sparsity, seed)
-
-    def ablations(self) -> dict:
-        """GOHSP variants at 60% (seed 0), by run name; the ADMM/fine-tuning split also at 80%."""
-        g = _bind(self.prune, "gohsp", 0.6, 0)
-        variants = {
-            "ranking-kl": _bind(g, ranking_similarity="kl"),
-            "ranking-keep_central": _bind(g, ranking_direction="keep_central"),  # the reversed order
-            "ranking-global": _bind(g, ranking_scope="global"),
-            "ranking-weight_norm": _bind(self.prune, "gohsp_weight_norm_heads", 0.6, 0),
-            "ranking-random": _bind(self.prune, "gohsp_random_heads", 0.6, 0),
-            "no_admm": _bind(self.prune, "gohsp_no_admm", 0.6, 0),
-            "heads0": _bind(g, head_sparsity=0.0),
-            "heads60": _bind(g, head_sparsity=0.6),
-            "admm_update_steps10": _bind(g, admm_update_steps=10),
-            "admm2_ft1": _bind(g, admm_epochs=2 * self.s.admm_epochs, finetune_epochs=self.s.finetune_epochs - 1),
-        }
-        runs = {f"ablation-{what}-s60-seed0": fn for what, fn in variants.items()}
-        split = _bind(self.prune, "gohsp", 0.8, 0, admm_epochs=2 * self.s.admm_epochs,
-                      finetune_epochs=self.s.finetune_epochs - 1)  # fmt: skip
-        return runs | {"ablation-admm2_ft1-s80-seed0": split}
+    def ablations(self, sparsities) -> list[tuple[str, callable]]:
+        """gohsp with one knob changed, at 60% and 80% (seed 0); variants equal to the defaults are skipped."""
+        defaults = {f.name: f.default for f in dataclasses.fields(GOHSPConfig) if f.default is not dataclasses.MISSING}
+        runs = []
+        for sparsity in sparsities:
+            for what, overrides in ABLATIONS.items():
+                effective = {k: (sparsity / 2 if v == "half" else v) for k, v in overrides.items()}
+                if "hidden_layer_norm" in overrides:  # only meaningful with a narrowed residual stream
+                    effective.setdefault("prune_hidden_size", True)
+                    effective.setdefault("hidden_sparsity", defaults["hidden_sparsity"] or 0.5)
+                if all(defaults.get(k) == v for k, v in effective.items()):
+                    continue  # that is gohsp's default: the main run
+                runs.append((f"ablation-{what}-s{_pct(sparsity)}-seed0",
+                             _bind(self.prune, "gohsp", sparsity, 0, **effective)))  # fmt: skip
+        return runs
 
     def run(self, patterns: list[str]) -> None:
         for name, fn in self.plan():
             if not any(fnmatch.fnmatch(name, p) for p in patterns):
                 continue
-            if name == "dense":
+            if fn is None:
                 self.dense()
                 continue
             if self.result(name) is not None:
@@ -293,37 +357,19 @@ class Benchmark:
             self.write(name, fn(), time.perf_counter() - start)
 
 
+def _pct(sparsity: float) -> int:
+    return round(100 * sparsity)
+
+
+def _kd() -> dict:
+    return {"alpha": KD["distillation_alpha"], "temperature": KD["distillation_temperature"]}
+
+
 def _bind(fn, *args, **kwargs):
     def bound(*more_args, **more_kwargs):
         return fn(*args, *more_args, **{**kwargs, **more_kwargs})
 
     return bound
-
-
-# ---------------------------------------------------------------------- ablation methods
-class WeightNormHeads(GOHSP):
-    """GOHSP with heads ranked by the L2 norm of their q/k/v/o weights instead of the graph."""
-
-    rank_heads = PruningMethod.rank_heads
-
-
-class RandomHeads(GOHSP):
-    """GOHSP with random heads (seeded) instead of the graph ranking."""
-
-    rank_heads = RandomPruning.rank_heads
-
-
-class NoADMM(GOHSP):
-    """GOHSP's head ranking and projection without ADMM: a straight hard prune of the dense weights, with the
-    ADMM epochs spent fine-tuning instead."""
-
-    stage_name = None
-    pruning_stage = PruningMethod.pruning_stage
-
-
-ABLATION_METHODS = {"gohsp_weight_norm_heads": WeightNormHeads, "gohsp_random_heads": RandomHeads,
-                    "gohsp_no_admm": NoADMM}  # fmt: skip
-PRUNING_METHODS.update(ABLATION_METHODS)
 
 
 # ---------------------------------------------------------------------- Torch-Pruning
@@ -380,30 +426,37 @@ def evaluate(model, test) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a subset and few epochs, to check that it works")
+    parser.add_argument("--passes", default=",".join(PASSES), help=f"comma-separated passes: {', '.join(PASSES)}")
     parser.add_argument("--runs", default="*", help="comma-separated fnmatch patterns of run names (default: all)")
     parser.add_argument("--results_dir", type=Path, help="default: benchmarks/results/accuracy[_quick]")
     parser.add_argument("--cache_dir", type=Path, default=ROOT / "benchmarks" / ".cache")
     parser.add_argument("--source_dir", type=Path, default=SOURCE, help="folder of the Fashion-MNIST idx files")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a setting, e.g. --set train_size=512 (for smoke tests)")  # fmt: skip
+                        help="override a setting of every pass, e.g. --set train_size=512 (for smoke tests)")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the run names and exit")
     args = parser.parse_args()
-    settings = QUICK if args.quick else FULL
+    passes = {"main": QUICK} if args.quick else {name: PASSES[name] for name in args.passes.split(",")}
     for item in args.set:
         key, _, value = item.partition("=")
         if key not in Settings.__dataclass_fields__:
             parser.error(f"unknown setting {key!r}; settings: {', '.join(Settings.__dataclass_fields__)}")
-        settings = replace(settings, **{key: json.loads(value)})
+        passes = {name: replace(s, **{key: json.loads(value)}) for name, s in passes.items()}
     results_dir = args.results_dir or ROOT / "benchmarks" / "results" / (
         "accuracy_quick" if args.quick else "accuracy"
     )
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    bench = Benchmark(settings, results_dir, args.cache_dir, args.source_dir)
+    first = next(iter(passes.values()))
+    data = (
+        FashionMNIST("train", first.train_size, args.source_dir),
+        FashionMNIST("test", first.test_size, args.source_dir),
+    )
+    benches = [Benchmark(s, results_dir, args.cache_dir, data) for s in passes.values()]
     if args.list:
-        print("\n".join(name for name, _ in bench.plan()))
+        print("\n".join(name for bench in benches for name, _ in bench.plan()))
         return
     start = time.perf_counter()
-    bench.run(args.runs.split(","))
+    for bench in benches:
+        bench.run(args.runs.split(","))
     print(f"[accuracy] done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
 
 

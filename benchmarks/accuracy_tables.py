@@ -6,28 +6,15 @@ python benchmarks/accuracy_tables.py [results_dir]     # default: benchmarks/res
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 DEFAULT = Path(__file__).parent / "results" / "accuracy"
-METHOD_ORDER = ("gohsp", "somp", "sgmp", "random", "torch_pruning")
-ABLATIONS = {
-    "gohsp-s60-seed0": "GOHSP default: cosine graph, keep_distinct, per block; heads = target / 2; ADMM",
-    "ablation-ranking-kl-s60-seed0": "ranking: exp(-KL) graph",
-    "ablation-ranking-keep_central-s60-seed0": "ranking: reversed order (keep_central)",
-    "ablation-ranking-global-s60-seed0": "ranking: global scope",
-    "ablation-ranking-weight_norm-s60-seed0": "ranking: weight norm instead of the graph",
-    "ablation-ranking-random-s60-seed0": "ranking: random heads",
-    "ablation-no_admm-s60-seed0": "no ADMM: hard prune of the dense weights, same masks, same epochs",
-    "ablation-heads0-s60-seed0": "split: no heads removed (columns and neurons only)",
-    "ablation-heads60-s60-seed0": "split: 60% of heads removed",
-    "ablation-admm_update_steps10-s60-seed0": "ADMM: Z/U updates every 10 steps instead of 50",
-    "ablation-admm2_ft1-s60-seed0": "2 epochs of ADMM and 1 of fine-tuning (instead of 1 and 2)",
-    "gohsp-s80-seed0": "80%: GOHSP default (1 epoch of ADMM, 2 of fine-tuning)",
-    "ablation-admm2_ft1-s80-seed0": "80%: 2 epochs of ADMM and 1 of fine-tuning",
-}
+METHOD_ORDER = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning", "gohsp+kd", "torch_pruning+kd")
+PASSES = {"": "main", "long-": "long", "mlp4-": "mlp4"}
 
 
 def load(folder: Path) -> dict[str, dict]:
@@ -38,90 +25,119 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def by_method(results: dict[str, dict]) -> dict[tuple[str, float], list[dict]]:
-    """Main-table runs (seed 0 and the extra seeds) grouped by (method, sparsity)."""
-    groups = defaultdict(list)
+def shape(r: dict) -> str:
+    s = r["settings"]
+    return r.get("shape") or f"{s['hidden_size']}x{s['num_hidden_layers']}-mlp{s['intermediate_size']}"
+
+
+def pass_of(name: str) -> str:
+    return next((p for prefix, p in PASSES.items() if prefix and name.startswith(prefix)), "main")
+
+
+def groups(results: dict[str, dict]) -> dict[tuple, list[dict]]:
+    """Pruning runs grouped by (pass, method, sparsity), seeds in order."""
+    found = defaultdict(list)
     for name, r in results.items():
-        if name.startswith(("ablation-", "dense", "control")):
+        if name.startswith("ablation-") or r["method"] in ("dense", "control"):
             continue
-        groups[(r["method"], r["sparsity"])].append(r)
-    return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in groups.items()}
+        found[(pass_of(name), r["method"], r["sparsity"])].append(r)
+    return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in found.items()}
+
+
+def mean(runs: list[dict], key: str = "accuracy") -> float:
+    return statistics.mean(r[key] for r in runs)
 
 
 def spread(runs: list[dict]) -> str:
-    accs = [r["accuracy"] for r in runs]
-    if len(accs) == 1:
-        return pct(accs[0])
-    return f"{pct(statistics.mean(accs))} ({', '.join(pct(a) for a in accs)})"
+    if len(runs) == 1:
+        return pct(runs[0]["accuracy"])
+    return f"{pct(mean(runs))} ({', '.join(pct(r['accuracy']) for r in runs)})"
 
 
-def main_table(results: dict[str, dict]) -> list[str]:
-    lines = ["| method | sparsity | test accuracy, % (seeds) | after hard prune, % | params | MFLOPs | wall min |",
+def references(results: dict[str, dict]) -> list[str]:
+    lines = [
+        "| pass | shape | extra epochs | dense, % | dense control, % | params | MFLOPs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for prefix, name in PASSES.items():
+        dense, control = results.get(f"{prefix}dense"), results.get(f"{prefix}control")
+        if control is None:
+            continue
+        dense = dense or results.get("dense")
+        lines.append(f"| {name} | {control['shape']} | {control['extra_epochs']:g} | {pct(dense['accuracy'])} | "
+                     f"{pct(control['accuracy'])} | {control['params']:,} | {control['flops'] / 1e6:.1f} |")  # fmt: skip
+    return lines
+
+
+def table(results: dict[str, dict], pass_name: str) -> list[str]:
+    lines = ["| method | removed | test accuracy, % (seeds) | before / after hard prune, % | hidden | params | wall min |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name in ("dense", "control"):
-        if name in results:
-            r = results[name]
-            lines.append(f"| {name} | 0% | {pct(r['accuracy'])} | - | {r['params']:,} | {r['flops'] / 1e6:.1f} | "
-                         f"{r['wall_seconds'] / 60:.1f} |")  # fmt: skip
-    groups = by_method(results)
-    for sparsity in sorted({s for _, s in groups}):
+    found = groups(results)
+    for sparsity in sorted({s for p, _, s in found if p == pass_name}):
         for method in METHOD_ORDER:
-            runs = groups.get((method, sparsity))
+            runs = found.get((pass_name, method, sparsity))
             if not runs:
                 continue
             r = runs[0]
-            wall = statistics.mean(x["wall_seconds"] for x in runs) / 60
-            after = statistics.mean(x["accuracy_after_hard_prune"] for x in runs)
-            lines.append(f"| {method} | {pct(r['achieved_sparsity'])}% | {spread(runs)} | {pct(after)} | "
-                         f"{r['params']:,} | {r['flops'] / 1e6:.1f} | {wall:.1f} |")  # fmt: skip
+            before, after = mean(runs, "accuracy_before_hard_prune"), mean(runs, "accuracy_after_hard_prune")
+            lines.append(f"| {method} | {pct(r['achieved_sparsity'])}% | {spread(runs)} | {pct(before)} / "
+                         f"{pct(after)} | {r.get('hidden_size', '-')} | {r['params']:,} | "
+                         f"{mean(runs, 'wall_seconds') / 60:.1f} |")  # fmt: skip
     return lines
 
 
 def goals(results: dict[str, dict]) -> list[str]:
-    groups, lines = by_method(results), []
-    mean = {key: statistics.mean(r["accuracy"] for r in runs) for key, runs in groups.items()}
-    if ("gohsp", 0.6) in mean and "control" in results:
-        gap = 100 * (mean[("gohsp", 0.6)] - results["control"]["accuracy"])
+    found, lines = groups(results), []
+    for (pass_name, method, sparsity), runs in sorted(found.items()):
+        if method != "gohsp" or sparsity not in (0.6, 0.8) or (pass_name, "torch_pruning", sparsity) not in found:
+            continue
+        tp = found[(pass_name, "torch_pruning", sparsity)]
+        lead = 100 * (mean(runs) - mean(tp))
+        lines.append(f"- {pass_name} ({runs[0]['shape']}, +{runs[0]['extra_epochs']:g} epochs), {sparsity:.0%}: GOHSP "
+                     f"{pct(mean(runs))} (n={len(runs)}) vs Torch-Pruning {pct(mean(tp))} (n={len(tp)}): {lead:+.2f} "
+                     f"points (goal: at least +0.5): **{'met' if lead >= 0.5 else 'not met'}**.")  # fmt: skip
+    if ("main", "gohsp", 0.6) in found and "control" in results:
+        gap = 100 * (mean(found[("main", "gohsp", 0.6)]) - results["control"]["accuracy"])
         verdict = "met" if gap >= -0.5 else "not met"
-        lines.append(f"- GOHSP at 60% vs the dense control: {gap:+.2f} points (goal: within 0.5): **{verdict}**.")
-    for sparsity in (0.6, 0.8):
-        if ("gohsp", sparsity) not in mean:
-            continue
-        others = {m: mean[(m, sparsity)] for m in METHOD_ORDER[1:] if (m, sparsity) in mean}
-        if not others:
-            continue
-        best = max(others, key=others.get)
-        lead = 100 * (mean[("gohsp", sparsity)] - others[best])
-        verdict = "met" if lead >= 0.5 else "not met"
-        lines.append(f"- GOHSP at {sparsity:.0%} vs the best other method ({best}): {lead:+.2f} points "
-                     f"(goal: at least +0.5): **{verdict}**.")  # fmt: skip
+        lines.append(f"- main, 60%: GOHSP vs the dense control: {gap:+.2f} points (goal: within 0.5): **{verdict}**.")
+    for pass_name in PASSES.values():
+        runs = found.get((pass_name, "gohsp", 0.8))
+        if runs:
+            drop = 100 * (mean(runs, "accuracy_before_hard_prune") - mean(runs, "accuracy_after_hard_prune"))
+            verdict = "met" if drop < 1 else "not met"
+            lines.append(f"- {pass_name}, 80%: accuracy lost at the hard prune itself: {drop:.2f} points (goal: "
+                         f"under 1): **{verdict}**.")  # fmt: skip
     return lines
 
 
 def ablation_table(results: dict[str, dict]) -> list[str]:
-    lines = ["| variant (60% unless marked, seed 0) | test accuracy, % | vs default | after hard prune, % | sparsity |",
-             "|---|---|---|---|---|"]  # fmt: skip
-    for name, label in ABLATIONS.items():
-        if name not in results:
-            continue
-        r = results[name]
-        base = results.get(f"gohsp-s{round(100 * r['sparsity'])}-seed0")  # the default at the same sparsity
-        delta = f"{100 * (r['accuracy'] - base['accuracy']):+.2f}" if base else "-"
-        lines.append(f"| {label} | {pct(r['accuracy'])} | {delta} | {pct(r['accuracy_after_hard_prune'])} | "
-                     f"{pct(r['achieved_sparsity'])}% |")  # fmt: skip
+    lines = ["| gohsp with (seed 0) | 60%: accuracy | vs default | before / after hard prune | 80%: accuracy | "
+             "vs default | before / after hard prune |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    variants = sorted({re.sub(r"-s\d+-seed\d+$", "", name[9:]) for name in results if name.startswith("ablation-")})
+    for variant in variants:
+        cells = []
+        for sparsity in (60, 80):
+            r, base = results.get(f"ablation-{variant}-s{sparsity}-seed0"), results.get(f"gohsp-s{sparsity}-seed0")
+            if r is None:
+                cells += ["-", "-", "-"]
+                continue
+            delta = f"{100 * (r['accuracy'] - base['accuracy']):+.2f}" if base else "-"
+            cells += [pct(r["accuracy"]), delta,
+                      f"{pct(r['accuracy_before_hard_prune'])} / {pct(r['accuracy_after_hard_prune'])}"]  # fmt: skip
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return lines
 
 
-def dense_curve(results: dict[str, dict]) -> list[str]:
-    if "dense" not in results:
+def dense_curve(results: dict[str, dict], name: str = "dense") -> list[str]:
+    if name not in results:
         return []
-    r = results["dense"]
+    r = results[name]
     curve = r["learning_curve"]
     marks = sorted({0, len(curve) // 4, len(curve) // 2, round(0.8 * len(curve)) - 1, len(curve) - 1})
-    lines = ["| epoch | " + " | ".join(f"{curve[i]['epoch']:g}" for i in marks) + " |",
+    lines = [f"| {shape(r)}, epoch | " + " | ".join(f"{curve[i]['epoch']:g}" for i in marks) + " |",
              "|---|" + "---|" * len(marks),
              "| test accuracy, % | " + " | ".join(pct(curve[i]["accuracy"]) for i in marks) + " |"]  # fmt: skip
-    lines.append(f"\nLast 20% of the epochs added {100 * r['last_20pct_gain']:+.2f} points (goal: under 0.3).")
+    lines.append(f"\nLast 20% of the epochs added {100 * r['last_20pct_gain']:+.2f} points.")
     return lines
 
 
@@ -130,10 +146,14 @@ def main() -> None:
     results = load(folder)
     if not results:
         raise SystemExit(f"No results in {folder}: run benchmarks/accuracy.py first.")
-    for title, lines in (("Dense reference", dense_curve(results)), ("Accuracy at equal size", main_table(results)),
-                         ("Goals", goals(results)), ("Ablations", ablation_table(results))):  # fmt: skip
-        print(f"### {title}\n")
-        print("\n".join(lines) + "\n")
+    sections = [("Dense references", dense_curve(results) + [""] + dense_curve(results, "mlp4-dense")),
+                ("Dense controls", references(results))]  # fmt: skip
+    sections += [(f"Accuracy at equal size: {name}", table(results, name)) for name in PASSES.values()]
+    sections += [("Goals", goals(results)), ("Ablations", ablation_table(results))]
+    for title, lines in sections:
+        if lines:
+            print(f"### {title}\n")
+            print("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
 RESULTS, PLOTS = HERE / "results", HERE / "plots"
-METHODS = {"gohsp": "GOHSP", "somp": "SOMP", "sgmp": "SGMP", "random": "random", "torch_pruning": "Torch-Pruning"}
+METHODS = {"gohsp": "GOHSP", "gohsp_paper": "GOHSP (paper)", "somp": "SOMP", "sgmp": "SGMP", "random": "random",
+           "torch_pruning": "Torch-Pruning"}  # fmt: skip
 
 
 def save(figure, out: Path) -> Path:
@@ -63,8 +64,8 @@ def accuracy_vs_sparsity(folder: Path, out_dir: Path) -> Path | None:
     results = load_accuracy(folder)
     groups = defaultdict(list)
     for name, r in results.items():
-        if not name.startswith(("ablation-", "dense", "control")):
-            groups[r["method"]].append(r)
+        if not name.startswith(("ablation-", "long-", "mlp4-")) and r["method"] in METHODS:
+            groups[r["method"]].append(r)  # the main pass
     if not groups:
         return None
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
@@ -141,7 +142,8 @@ def head_scores(folder: Path, out_dir: Path) -> Path | None:
     if r is None or r.get("head_scores") is None:
         return None
     # Per block the scores sum to 1; times the head count, 1.0 is a uniform score.
-    mask = r["head_mask"]
+    kept = r.get("kept_heads") or [[h for h, k in enumerate(row) if k] for row in r["head_mask"]]
+    mask = [[h in layer for h in range(len(row))] for layer, row in zip(kept, r["head_scores"])]
     scores = [[len(row) * x for x in row] for row in r["head_scores"]]
     figure, axis = plt.subplots(figsize=(1.2 * len(scores[0]) + 2.5, 0.5 * len(scores) + 1.5))
     image = axis.imshow(scores, cmap="viridis", aspect="auto")

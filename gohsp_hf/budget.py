@@ -8,11 +8,12 @@ and an expensive q/k column compete fairly.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 
-from .groups import GROUP_KINDS, KINDS, block_tensors, dense_size, parameter_count, sizes_with_axes, unit_costs
+from .groups import GROUP_KINDS, KINDS, Layout, dense_size
 from .model_utils import ModelDims, model_dims
 from .structure import LayerStructure, PrunedStructure
 
@@ -37,7 +38,9 @@ class BudgetSolver:
         target_sparsity: fraction of `total_parameters` to remove, in (0, 1).
         qkv_bias: whether q/k/v have biases (they are removed with their rows).
         min_mlp_width: the smallest MLP width a block may keep.
-        round_to: keep q/k, v and MLP sizes at multiples of this (the last chunk of a dimension may be shorter).
+        round_to: keep q/k, v, MLP (and residual) sizes at multiples of this (the last chunk of a dimension may
+            be shorter).
+        layout: the model's group table (`groups.Layout`); by default the blocks' tensors, residual width kept.
 
     Example:
 
@@ -62,6 +65,7 @@ class BudgetSolver:
         qkv_bias: bool = True,
         min_mlp_width: int = 1,
         round_to: int = 1,
+        layout: Layout | None = None,
     ):
         if not 0 < target_sparsity < 1 or math.isnan(target_sparsity):
             raise ValueError(f"target_sparsity must be in (0, 1), got {target_sparsity}.")
@@ -70,14 +74,18 @@ class BudgetSolver:
         self.dims, self.total, self.target = dims, int(total_parameters), float(target_sparsity)
         self.qkv_bias, self.round_to = qkv_bias, round_to
         self.min_mlp = min(dims.intermediate_size, max(min_mlp_width, round_to))
-        self.tensors = block_tensors(qkv_bias)
+        self.layout = layout or Layout(dims, qkv_bias)
+        self.min_hidden = min(round_to, dims.hidden_size) if self.layout.hidden else dims.hidden_size
         self.fixed = self.total - self.parameters_kept(dense_sizes(dims))
         # What the prunable tensors may keep, in parameters.
         self.budget = self.total * (1 - self.target) - self.fixed
 
     @classmethod
-    def from_model(cls, model, target_sparsity: float, min_mlp_width: int = 1, round_to: int = 1) -> BudgetSolver:
-        """A solver for a supported dense ViT/DeiT: its sizes, parameter count and q/k/v bias setting."""
+    def from_model(
+        cls, model, target_sparsity: float, min_mlp_width: int = 1, round_to: int = 1, hidden: bool = False
+    ) -> BudgetSolver:
+        """A solver for a supported dense ViT/DeiT: its sizes, parameter count and q/k/v bias setting; with
+        `hidden`, residual-stream channels are groups too."""
         return cls(
             model_dims(model),
             sum(p.numel() for p in model.parameters()),
@@ -85,19 +93,29 @@ class BudgetSolver:
             qkv_bias=model.config.qkv_bias,
             min_mlp_width=min_mlp_width,
             round_to=round_to,
+            layout=Layout.from_model(model, hidden),
         )
 
-    def parameters_kept(self, sizes: list[dict[str, int]]) -> int:
-        """Parameters held by the prunable tensors of blocks with these kept counts (kind name -> count)."""
-        return sum(parameter_count(self.tensors, sizes_with_axes(self.dims, block)) for block in sizes)
+    def at(self, target_sparsity: float) -> BudgetSolver:
+        """The same solver for another target (e.g. an intermediate one of a gradual schedule)."""
+        solver = copy.copy(self)
+        solver.target = float(target_sparsity)
+        solver.budget = self.total * (1 - solver.target) - self.fixed
+        return solver
 
-    def unit_costs(self, block: dict[str, int]) -> dict[str, int]:
+    def parameters_kept(self, sizes: list[dict[str, int]], hidden: int | None = None) -> int:
+        """Parameters held by the layout's tensors when blocks keep `sizes` (kind name -> count) and `hidden`
+        residual channels (default: all)."""
+        return self.layout.kept_parameters(sizes, hidden)
+
+    def unit_costs(self, block: dict[str, int], hidden: int | None = None) -> dict[str, int]:
         """Parameters removed with one group of each kind in a block that keeps `block` (kind name -> count)."""
-        return unit_costs(self.tensors, sizes_with_axes(self.dims, block))
+        return self.layout.unit_costs(block, hidden)
 
     def sparsity(self, structure: PrunedStructure) -> float:
         """Fraction of the dense model's parameters removed by `structure`."""
-        return 1 - (self.fixed + self.parameters_kept(kind_sizes(structure))) / self.total
+        kept = self.parameters_kept(kind_sizes(structure), structure.hidden_size)
+        return 1 - (self.fixed + kept) / self.total
 
     def minimum_sizes(self, head_counts: list[int]) -> list[dict[str, int]]:
         g = min(self.round_to, self.dims.head_dim)
@@ -106,7 +124,7 @@ class BudgetSolver:
     def check_feasible(self, head_counts: list[int] | None = None) -> None:
         """Raise a `ValueError` when the target cannot be met with these head counts (default: one per block)."""
         heads = head_counts or [1] * self.dims.num_layers
-        smallest = self.fixed + self.parameters_kept(self.minimum_sizes(heads))
+        smallest = self.fixed + self.parameters_kept(self.minimum_sizes(heads), self.min_hidden)
         if smallest > self.total * (1 - self.target):
             reachable = 1 - smallest / self.total
             raise ValueError(

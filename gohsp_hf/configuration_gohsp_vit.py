@@ -13,15 +13,15 @@ VARIANTS = ("vit", "deit", "deit_with_teacher")
 class GOHSPViTConfig(PretrainedConfig):
     r"""Configuration for [`GOHSPViTModel`] and [`GOHSPViTForImageClassification`].
 
-    The embeddings, the residual width (`hidden_size`), the layer norms and the classifier are those of the
-    source ViT/DeiT; every block `l` has its own attention and MLP sizes.
+    The embeddings, the layer norms and the classifier are those of the source ViT/DeiT, narrowed to the kept
+    residual channels when the residual width was pruned; every block `l` has its own attention and MLP sizes.
 
     Args:
         variant (`str`, *optional*, defaults to `"vit"`):
             `"vit"` (CLS token only), `"deit"` (CLS + distillation token, classifier on CLS) or
             `"deit_with_teacher"` (CLS + distillation token, two classifiers whose logits are averaged).
         hidden_size (`int`, *optional*, defaults to 768):
-            Width of the residual stream; never pruned.
+            Width of the residual stream (the kept channels, when it was pruned).
         num_hidden_layers (`int`, *optional*, defaults to 12):
             Number of transformer blocks.
         num_attention_heads (`list[int]`, *optional*):
@@ -35,6 +35,10 @@ class GOHSPViTConfig(PretrainedConfig):
         original_head_dim (`int`, *optional*, defaults to 64):
             Head size of the dense source model. The softmax scale stays `original_head_dim ** -0.5`, so the
             pruned model computes exactly what the masked dense model computed.
+        layer_norm_hidden_size (`int`, *optional*):
+            When set, every LayerNorm computes its mean and variance as if over this many channels, the missing
+            ones being zero: a model whose residual width was pruned then computes exactly what the masked dense
+            model computed. Unset (the default), LayerNorms are the usual ones over `hidden_size` channels.
         gohsp_provenance (`dict`, *optional*):
             Where the model came from: source model, method, target and measured sparsity, and so on.
         Other arguments are those of [`ViTConfig`].
@@ -72,6 +76,7 @@ class GOHSPViTConfig(PretrainedConfig):
         patch_size: int = 16,
         num_channels: int = 3,
         qkv_bias: bool = True,
+        layer_norm_hidden_size: int | None = None,
         gohsp_provenance: dict | None = None,
         **kwargs,
     ):
@@ -95,6 +100,7 @@ class GOHSPViTConfig(PretrainedConfig):
         self.patch_size = patch_size
         self.num_channels = num_channels
         self.qkv_bias = qkv_bias
+        self.layer_norm_hidden_size = layer_norm_hidden_size
         self.gohsp_provenance = dict(gohsp_provenance or {})
         super().__init__(**kwargs)
         self._check_sizes()

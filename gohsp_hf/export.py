@@ -16,14 +16,15 @@ import torch
 from torch import nn
 
 from .configuration_gohsp_vit import GOHSPViTConfig
-from .groups import BLOCK_TENSORS, GROUP_KINDS, KINDS, dense_size, flat_indices
+from .groups import GROUP_KINDS, KINDS, Layout, dense_size, flat_indices
 from .model_utils import base_model_prefix, model_variant
 from .modeling_gohsp_vit import GOHSPViTForImageClassification
 from .structure import PrunedStructure
 
+LAYER_NORMS = ("dense_statistics", "plain")
+
 # Source config attributes that the pruned architecture keeps as they are.
 _COPIED_CONFIG_KEYS = (
-    "hidden_size",
     "num_hidden_layers",
     "hidden_act",
     "hidden_dropout_prob",
@@ -39,10 +40,15 @@ _COPIED_CONFIG_KEYS = (
 )
 
 
-def pruned_config(model: nn.Module, structure: PrunedStructure, provenance: dict | None = None) -> GOHSPViTConfig:
-    """The `GOHSPViTConfig` of `model` pruned to `structure`."""
+def pruned_config(
+    model: nn.Module, structure: PrunedStructure, provenance: dict | None = None, layer_norm: str = "dense_statistics"
+) -> GOHSPViTConfig:
+    """The `GOHSPViTConfig` of `model` pruned to `structure` (see `export_pruned_model` for `layer_norm`)."""
+    if layer_norm not in LAYER_NORMS:
+        raise ValueError(f"layer_norm must be one of {LAYER_NORMS}, got {layer_norm!r}.")
     source = model.config
     sizes = structure.sizes()
+    narrowed = structure.hidden_size < source.hidden_size
     return GOHSPViTConfig(
         variant=model_variant(model),
         num_attention_heads=[s["heads"] for s in sizes],
@@ -51,13 +57,15 @@ def pruned_config(model: nn.Module, structure: PrunedStructure, provenance: dict
         intermediate_size=[s["mlp"] for s in sizes],
         original_head_dim=structure.dims.head_dim,
         gohsp_provenance={"source_model": source.name_or_path or source.model_type, **(provenance or {})},
+        hidden_size=structure.hidden_size,
+        layer_norm_hidden_size=source.hidden_size if narrowed and layer_norm == "dense_statistics" else None,
         **{key: getattr(source, key) for key in _COPIED_CONFIG_KEYS},
     )
 
 
 @torch.no_grad()
 def export_pruned_model(
-    model: nn.Module, structure: PrunedStructure, provenance: dict | None = None
+    model: nn.Module, structure: PrunedStructure, provenance: dict | None = None, layer_norm: str = "dense_statistics"
 ) -> GOHSPViTForImageClassification:
     """Physically remove the pruned groups of a ViT/DeiT and return the smaller model.
 
@@ -66,9 +74,13 @@ def export_pruned_model(
             `DeiTForImageClassificationWithTeacher` (masked or not: pruned groups are dropped either way).
         structure: what to keep in each block.
         provenance: facts to record in `config.gohsp_provenance` (method, target and measured sparsity...).
+        layer_norm: when the structure narrows the residual stream, `"dense_statistics"` keeps the dense
+            LayerNorm statistics (the export is exact), `"plain"` makes them ordinary LayerNorms over the kept
+            channels (the function changes and fine-tuning brings it back).
 
     Returns:
-        A `GOHSPViTForImageClassification` whose logits equal those of `apply_masks(model, structure)`.
+        A `GOHSPViTForImageClassification` whose logits equal those of `apply_masks(model, structure)` (with
+        `layer_norm="plain"` and a narrowed residual stream, only approximately).
 
     Example:
 
@@ -84,7 +96,7 @@ def export_pruned_model(
     ```
     """
     structure.validate_for(model)
-    config = pruned_config(model, structure, provenance)
+    config = pruned_config(model, structure, provenance, layer_norm)
     config._attn_implementation = model.config._attn_implementation
     pruned = GOHSPViTForImageClassification(config).to(dtype=next(model.parameters()).dtype)
     pruned.load_state_dict(_sliced_state_dict(model, structure), strict=True)
@@ -92,22 +104,20 @@ def export_pruned_model(
 
 
 def _sliced_state_dict(model: nn.Module, structure: PrunedStructure) -> dict[str, torch.Tensor]:
-    """The dense state dict with each block's tensors index-selected (`groups.BLOCK_TENSORS`), under `vit.`."""
-    prefix = base_model_prefix(model)
-    sizes = {kind: dense_size(structure.dims, kind) for kind in KINDS}
-    state = {}
-    for name, tensor in model.state_dict().items():
-        state["vit." + name[len(prefix) + 1 :] if name.startswith(prefix + ".") else name] = tensor
-    for i, layer in enumerate(structure.layers):
-        kept = {kind.name: getattr(layer, kind.field) for kind in GROUP_KINDS}
-        for name, axes in BLOCK_TENSORS.items():
-            key = f"vit.layers.{i}.{name}"
-            if key not in state:  # no q/k/v bias when qkv_bias=False
-                continue
-            for axis, kinds in enumerate(axes):
-                if all(kind in kept for kind in kinds):
-                    state[key] = state[key].index_select(axis, flat_indices(kinds, kept, sizes))
-    return {key: value.clone() for key, value in state.items()}
+    """The dense state dict with every tensor of the group table index-selected (`groups.Layout`), under `vit.`."""
+    layout = Layout.from_model(model, hidden=structure.hidden is not None)
+    sizes = {kind: dense_size(structure.dims, kind) for kind in (*KINDS, "hidden")}
+    blocks = [{kind.name: getattr(layer, kind.field) for kind in GROUP_KINDS} for layer in structure.layers]
+    hidden = {} if structure.hidden is None else {"hidden": structure.hidden}
+    state = model.state_dict()
+    for name in layout.parameters(model):
+        block = layout.block_index(name)
+        kept = ({} if block is None else blocks[block]) | hidden
+        for axis, kinds in enumerate(layout.axes(name)):
+            if kinds and all(kind in kept for kind in kinds):
+                state[name] = state[name].index_select(axis, flat_indices(kinds, kept, sizes))
+    prefix = base_model_prefix(model) + "."
+    return {("vit." + k[len(prefix) :] if k.startswith(prefix) else k): v.clone() for k, v in state.items()}
 
 
 def save_pruned_model(

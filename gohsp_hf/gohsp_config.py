@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .export import LAYER_NORMS
 from .head_ranking import DIRECTIONS, SCOPES, SIMILARITIES
-from .methods import PRUNING_METHODS
+from .importance import IMPORTANCES
+from .methods import HEAD_RANKINGS, PRUNING_METHODS, SOFT_PRUNING
 
 
 @dataclass
@@ -23,14 +25,36 @@ class GOHSPConfig(TrainingArguments):
     Parameters:
         > Method and budget
 
-        method (`str`, defaults to `"gohsp"`): `gohsp`, or a baseline: `somp`, `sgmp`, `random`.
+        method (`str`, defaults to `"gohsp"`): `gohsp`; `gohsp_paper`, the paper's split (graph-ranked heads at
+            half the target, weight-norm columns, ADMM every 100 steps); or a baseline: `somp`, `sgmp`, `random`.
         target_sparsity (`float`, defaults to `0.5`): fraction of the whole model's parameters to remove.
-        head_sparsity (`float`, *optional*): fraction of all heads to remove; defaults to `target_sparsity / 2`.
-        round_to (`int`, defaults to `1`): keep q/k, v and MLP sizes at multiples of this (e.g. 8) for speed.
+        importance (`str`, defaults to `"taylor"`): how groups are scored for the allocation: `taylor`
+            (|w * dL/dw| on calibration batches), `fisher` (squared first-order change of the loss per batch),
+            or `norm` (squared weight norm).
+        importance_samples (`int`, defaults to `512`), importance_batch_size (`int`, defaults to `64`): the
+            calibration images (from the training set, unshuffled) those scores are estimated on.
+        importance_steps (`int`, defaults to `10`): a one-shot allocation (and ADMM's first projection) reaches
+            the target in this many allocations, each rescoring the model masked by the previous one.
+        head_sparsity (`float`, *optional*): remove this fraction of all heads in stage 1, before the budget is
+            allocated (the paper's split). Default: for `gohsp` heads compete in the allocation like every other
+            group; for `gohsp_paper` and the baselines, `target_sparsity / 2`.
+        prune_hidden_size (`bool`, defaults to `False`): also prune residual-stream channels (the model's
+            `hidden_size`: embeddings, every layer norm and block, the classifier), beyond the paper.
+        hidden_sparsity (`float`, *optional*): with `prune_hidden_size`, remove this fraction of the residual
+            channels before the rest of the allocation; default: they compete in the allocation.
+        hidden_layer_norm (`str`, defaults to `"dense_statistics"`): with `prune_hidden_size`, whether the pruned
+            model's layer norms keep the dense model's statistics (`dense_statistics`: the export is exact) or
+            become plain layer norms over the kept channels (`plain`).
+        block_floor (`float`, defaults to `0.0`): every block keeps at least this fraction of its prunable
+            parameters.
+        round_to (`int`, defaults to `1`): keep q/k, v, MLP and residual sizes at multiples of this (e.g. 8) for
+            speed.
         min_mlp_width (`int`, defaults to `1`): the smallest MLP width a block keeps.
 
         > Stage 1: head ranking
 
+        head_ranking (`str`, defaults to `"graph"`): which heads of a block go when heads are removed: `graph`
+            (the stationary distribution of a Markov chain on the heads' attention graph) or `importance`.
         ranking_samples (`int`, defaults to `512`): calibration images (from the training set, unshuffled).
         ranking_similarity (`str`, defaults to `"cosine"`): edge weight between heads, `cosine` or `kl`.
         ranking_damping (`float`, defaults to `0.85`): damping of the Markov chain.
@@ -38,15 +62,20 @@ class GOHSPConfig(TrainingArguments):
             (`keep_distinct`) or the least central (`keep_central`).
         ranking_scope (`str`, defaults to `"per_block"`): `per_block` or `global`.
 
-        > Stage 2: ADMM
+        > Stage 2: the pruning stage
 
-        admm_epochs (`float`, defaults to `1.0`), admm_max_steps (`int`, defaults to `-1`): its length.
-        admm_update_steps (`int`, defaults to `100`): optimizer steps between Z/U updates. W needs steps to move
-            toward Z - U between updates (with Adam a weight moves about `learning_rate` per step); watch
-            `admm_residual` fall. With a high learning rate a short interval works (10 steps at 3e-3), with a low one
-            it must be longer (50 beat 10 at 5e-4); `benchmarks/README.md` has the measurements.
-        rho (`float`, defaults to `0.05`), rho_growth (`float`, defaults to `1.3`), rho_max (`float`,
-            defaults to `1.0`): the penalty coefficient, its factor after each update, and its cap.
+        soft_pruning (`str`, defaults to `"admm"`): for `gohsp`, `admm` trains toward the structure (re-allocated at
+            every update) before the hard prune; `gradual_admm` does so with a target that rises on the cubic
+            schedule to `target_sparsity` at 3/4 of the updates; `none` prunes at once and fine-tunes for the
+            stage's epochs instead.
+        admm_epochs (`float`, defaults to `1.0`), admm_max_steps (`int`, defaults to `-1`): the stage's length.
+        admm_updates (`int`, defaults to `20`): Z/U updates (and re-allocations) over the stage, whatever its
+            length; the interval between them is the stage's steps divided by this.
+        admm_update_steps (`int`, *optional*): a fixed interval in optimizer steps instead (and SGMP's).
+        rho (`float`, defaults to `0.05`), rho_max (`float`, defaults to `1.0`): the penalty coefficient at the
+            start and its cap.
+        rho_growth (`float`, *optional*): rho's factor after each update; default: the factor that brings rho
+            from `rho` to `rho_max` at the last update.
 
         > Stage 3: fine-tuning
 
@@ -69,11 +98,37 @@ class GOHSPConfig(TrainingArguments):
     target_sparsity: float = field(
         default=0.5, metadata={"help": "Fraction of the whole model's parameters to remove, in (0, 1)."}
     )
-    head_sparsity: float | None = field(
-        default=None, metadata={"help": "Fraction of all heads to remove; default: target_sparsity / 2."}
+    importance: str = field(
+        default="taylor", metadata={"help": f"How groups are scored for the allocation: {IMPORTANCES}."}
     )
-    round_to: int = field(default=1, metadata={"help": "Keep q/k, v and MLP sizes at multiples of this."})
+    importance_samples: int = field(default=512, metadata={"help": "Calibration images for the group scores."})
+    importance_batch_size: int = field(default=64, metadata={"help": "Batch size of those calibration images."})
+    importance_steps: int = field(
+        default=10, metadata={"help": "Allocations (each rescoring the masked model) that reach a one-shot target."}
+    )
+    head_sparsity: float | None = field(
+        default=None,
+        metadata={
+            "help": "Remove this fraction of all heads before the allocation (the paper's split); default: heads "
+            "compete in the allocation (gohsp), target_sparsity / 2 (gohsp_paper and the baselines)."
+        },
+    )
+    prune_hidden_size: bool = field(
+        default=False, metadata={"help": "Also prune residual-stream channels (hidden_size), beyond the paper."}
+    )
+    hidden_sparsity: float | None = field(
+        default=None, metadata={"help": "With prune_hidden_size: remove this fraction of residual channels first."}
+    )
+    hidden_layer_norm: str = field(
+        default="dense_statistics",
+        metadata={"help": f"Layer norms of a narrowed residual stream: {LAYER_NORMS} (dense_statistics is exact)."},
+    )
+    block_floor: float = field(
+        default=0.0, metadata={"help": "Every block keeps at least this fraction of its prunable parameters."}
+    )
+    round_to: int = field(default=1, metadata={"help": "Keep q/k, v, MLP and residual sizes at multiples of this."})
     min_mlp_width: int = field(default=1, metadata={"help": "Smallest MLP width a block may keep."})
+    head_ranking: str = field(default="graph", metadata={"help": f"Which heads of a block go first: {HEAD_RANKINGS}."})
     ranking_samples: int = field(default=512, metadata={"help": "Calibration images for head ranking."})
     ranking_similarity: str = field(default="cosine", metadata={"help": f"Head graph edges: {SIMILARITIES}."})
     ranking_damping: float = field(default=0.85, metadata={"help": "Damping factor of the Markov chain."})
@@ -81,14 +136,19 @@ class GOHSPConfig(TrainingArguments):
         default="keep_distinct", metadata={"help": f"Which heads the stationary distribution keeps: {DIRECTIONS}."}
     )
     ranking_scope: str = field(default="per_block", metadata={"help": f"Head selection scope: {SCOPES}."})
+    soft_pruning: str = field(
+        default="admm", metadata={"help": f"gohsp's pruning stage: {SOFT_PRUNING} (none: prune at once)."}
+    )
     admm_epochs: float = field(default=1.0, metadata={"help": "Epochs of the pruning (ADMM / SGMP) stage."})
     admm_max_steps: int = field(default=-1, metadata={"help": "If > 0, steps of the pruning stage."})
-    admm_update_steps: int = field(
-        default=100,
-        metadata={"help": "Optimizer steps between ADMM Z/U updates; W must get close to Z - U in that time."},
+    admm_updates: int = field(default=20, metadata={"help": "Z/U updates over the pruning stage."})
+    admm_update_steps: int | None = field(
+        default=None, metadata={"help": "A fixed number of optimizer steps between updates, instead of admm_updates."}
     )
     rho: float = field(default=0.05, metadata={"help": "Initial ADMM penalty coefficient."})
-    rho_growth: float = field(default=1.3, metadata={"help": "Factor applied to rho after each ADMM update."})
+    rho_growth: float | None = field(
+        default=None, metadata={"help": "rho's factor after each update; default: reach rho_max at the last one."}
+    )
     rho_max: float = field(default=1.0, metadata={"help": "Largest rho."})
     finetune_epochs: float = field(default=1.0, metadata={"help": "Epochs of fine-tuning after the hard prune."})
     finetune_max_steps: int = field(default=-1, metadata={"help": "If > 0, steps of fine-tuning."})
@@ -111,25 +171,44 @@ class GOHSPConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.head_sparsity is None:
-            self.head_sparsity = self.target_sparsity / 2
         checks = [
             (self.method in PRUNING_METHODS, f"method must be one of {tuple(PRUNING_METHODS)}, got {self.method!r}."),
             (
                 0 < self.target_sparsity < 1 and not math.isnan(self.target_sparsity),
                 f"target_sparsity must be a fraction in (0, 1), got {self.target_sparsity}.",
             ),
-            (0 <= self.head_sparsity < 1, f"head_sparsity must be in [0, 1), got {self.head_sparsity}."),
+            (self.importance in IMPORTANCES, f"importance must be one of {IMPORTANCES}, got {self.importance!r}."),
+            (
+                self.importance_samples >= 1 and self.importance_batch_size >= 1,
+                "importance_samples and importance_batch_size must be >= 1.",
+            ),
+            (
+                self.head_sparsity is None or 0 <= self.head_sparsity < 1,
+                f"head_sparsity must be in [0, 1), got {self.head_sparsity}.",
+            ),
+            (self.importance_steps >= 1, f"importance_steps must be >= 1, got {self.importance_steps}."),
+            (
+                self.hidden_sparsity is None or 0 <= self.hidden_sparsity < 1,
+                f"hidden_sparsity must be in [0, 1), got {self.hidden_sparsity}.",
+            ),
+            (self.hidden_layer_norm in LAYER_NORMS, f"hidden_layer_norm must be one of {LAYER_NORMS}."),
+            (0 <= self.block_floor < 1, f"block_floor must be in [0, 1), got {self.block_floor}."),
             (self.round_to >= 1, f"round_to must be >= 1, got {self.round_to}."),
             (self.min_mlp_width >= 1, f"min_mlp_width must be >= 1, got {self.min_mlp_width}."),
+            (self.head_ranking in HEAD_RANKINGS, f"head_ranking must be one of {HEAD_RANKINGS}."),
             (self.ranking_samples >= 1, f"ranking_samples must be >= 1, got {self.ranking_samples}."),
             (self.ranking_similarity in SIMILARITIES, f"ranking_similarity must be one of {SIMILARITIES}."),
             (0 < self.ranking_damping <= 1, f"ranking_damping must be in (0, 1], got {self.ranking_damping}."),
             (self.ranking_direction in DIRECTIONS, f"ranking_direction must be one of {DIRECTIONS}."),
             (self.ranking_scope in SCOPES, f"ranking_scope must be one of {SCOPES}."),
-            (self.admm_update_steps >= 1, f"admm_update_steps must be >= 1, got {self.admm_update_steps}."),
+            (self.soft_pruning in SOFT_PRUNING, f"soft_pruning must be one of {SOFT_PRUNING}."),
+            (self.admm_updates >= 1, f"admm_updates must be >= 1, got {self.admm_updates}."),
             (
-                self.rho > 0 and self.rho_growth >= 1 and self.rho_max >= self.rho,
+                self.admm_update_steps is None or self.admm_update_steps >= 1,
+                f"admm_update_steps must be >= 1, got {self.admm_update_steps}.",
+            ),
+            (
+                self.rho > 0 and (self.rho_growth is None or self.rho_growth >= 1) and self.rho_max >= self.rho,
                 "Need rho > 0, rho_growth >= 1, rho_max >= rho.",
             ),
             (

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
@@ -84,7 +84,9 @@ class GOHSPTrainer(Trainer):
         self.calibration_dataset, self.dataset_name = calibration_dataset, dataset_name
         self.base_model_name = model.config.name_or_path or None
         self.dims = model_dims(model)
-        self.solver = BudgetSolver.from_model(model, args.target_sparsity, args.min_mlp_width, args.round_to)
+        self.solver = BudgetSolver.from_model(
+            model, args.target_sparsity, args.min_mlp_width, args.round_to, hidden=args.prune_hidden_size
+        )
         self.method = PRUNING_METHODS[args.method](self)
         self.solver.check_feasible(self.method.min_head_counts())
         self.teacher: nn.Module | None = None
@@ -117,7 +119,10 @@ class GOHSPTrainer(Trainer):
         if saved is None or saved["stage"] != "finetune":
             with self._stage("pruning"):  # paper stage 2
                 model = self.accelerator.unwrap_model(self.model)
-                self.method.pruning_stage(model, self.head_mask, checkpoint, saved and saved["method"])
+                self.method.pruning_stage(model, checkpoint, saved and saved["method"])
+            self.results["before_hard_prune"] = (
+                self._evaluate("before_hard_prune") if self.method.has_pruning_stage() else self.results["dense"]
+            )
             with self._stage("hard_prune"):  # paper stage 3: remove the zeroed structures
                 self.hard_prune()
             self.results["after_hard_prune"] = self._evaluate("hard_prune")
@@ -145,18 +150,22 @@ class GOHSPTrainer(Trainer):
     def hard_prune(self) -> PrunedStructure:
         """Set W to Proj(W), export the physically smaller model and make it the model to fine-tune."""
         args, model = self.args, self.accelerator.unwrap_model(self.model)
-        self.structure = self.method.final_structure(model, self.head_mask)
+        self.structure = self.method.final_structure(model)
         apply_masks(model, self.structure)
         provenance = {
             "method": args.method,
             "target_sparsity": args.target_sparsity,
             "measured_sparsity": self.solver.sparsity(self.structure),
-            "head_sparsity": args.head_sparsity,
+            "importance": args.importance,
+            "head_sparsity": self.method.head_sparsity(),
+            "prune_hidden_size": args.prune_hidden_size,
             "round_to": args.round_to,
         }
         self.results["measured_sparsity"] = provenance["measured_sparsity"]
         self.results["structure"] = self.structure.sizes()
-        pruned = export_pruned_model(model, self.structure, provenance).to(model.device)
+        self.results["hidden_size"] = self.structure.hidden_size
+        self.results["kept_heads"] = [layer.heads for layer in self.structure.layers]
+        pruned = export_pruned_model(model, self.structure, provenance, args.hidden_layer_norm).to(model.device)
         if self.is_world_process_zero():  # only the main process reports; the masked model times like the dense one
             self.results["speed"] = compare_speed(model, pruned, batch_size=min(args.per_device_eval_batch_size, 32))
         self._use_model(pruned)
@@ -300,10 +309,25 @@ class GOHSPTrainer(Trainer):
 
     def calibration_batches(self) -> DataLoader:
         """The calibration images (by default the training set), in order and the same on every process."""
-        dataset = self.calibration_dataset if self.calibration_dataset is not None else self.train_dataset
         return DataLoader(
-            dataset, batch_size=self.args.per_device_eval_batch_size, shuffle=False, collate_fn=self.data_collator
+            self._calibration_dataset(),
+            batch_size=self.args.per_device_eval_batch_size,
+            shuffle=False,
+            collate_fn=self.data_collator,
         )
+
+    def importance_batches(self, offset: int = 0) -> DataLoader:
+        """`importance_samples` labelled calibration images, the `offset`-th such window of the calibration set
+        (ADMM takes a fresh one at every update), in order and the same on every process."""
+        dataset, size = self._calibration_dataset(), self.args.importance_samples
+        start = (offset * size) % len(dataset)
+        indices = [(start + i) % len(dataset) for i in range(min(size, len(dataset)))]
+        return DataLoader(
+            Subset(dataset, indices), batch_size=self.args.importance_batch_size, collate_fn=self.data_collator
+        )
+
+    def _calibration_dataset(self):
+        return self.calibration_dataset if self.calibration_dataset is not None else self.train_dataset
 
     # ---------------------------------------------------------------- bookkeeping
     def _evaluate(self, stage: str) -> dict:

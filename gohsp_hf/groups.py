@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model_utils import ModelDims, block_modules
+from .model_utils import ModelDims, base_model_prefix, block_modules, model_dims
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,14 @@ GROUP_KINDS = (
     GroupKind("v", "v_dims", "head_dim"),
     GroupKind("mlp", "mlp", "intermediate_size"),
 )
+# A residual-stream channel: one kept set for the whole model (beyond the paper; pruned only when asked for).
+HIDDEN = GroupKind("hidden", "hidden", "hidden_size")
 KINDS = {kind.name: kind for kind in GROUP_KINDS}
+BLOCK_KINDS = tuple(KINDS)
 
-# Axes never pruned here: the residual stream ("hidden").
-FIXED_AXES = {"hidden": "hidden_size"}
-
-# Each prunable tensor of a block (name inside the block), and for each of its axes the kinds it is laid out over,
-# outermost first. o_proj's and fc2's biases live in the residual stream only, so no group owns them.
+# Each tensor of a block (name inside the block), and for each of its axes the kinds it is laid out over,
+# outermost first. The residual-stream tensors (o_proj's and fc2's biases, the layer norms) belong to no group
+# but the hidden channel.
 BLOCK_TENSORS: dict[str, tuple[tuple[str, ...], ...]] = {
     "attention.q_proj.weight": (("head", "qk"), ("hidden",)),
     "attention.q_proj.bias": (("head", "qk"),),
@@ -64,17 +65,48 @@ BLOCK_TENSORS: dict[str, tuple[tuple[str, ...], ...]] = {
     "mlp.fc1.weight": (("mlp",), ("hidden",)),
     "mlp.fc1.bias": (("mlp",),),
     "mlp.fc2.weight": (("hidden",), ("mlp",)),
+    "attention.o_proj.bias": (("hidden",),),
+    "mlp.fc2.bias": (("hidden",),),
+    "layernorm_before.weight": (("hidden",),),
+    "layernorm_before.bias": (("hidden",),),
+    "layernorm_after.weight": (("hidden",),),
+    "layernorm_after.bias": (("hidden",),),
+}
+# The tensors outside the blocks that carry the residual stream (names under the encoder, `vit.` or `deit.`, and
+# the classifier heads at the top); `()` marks an axis no group owns.
+ENCODER_TENSORS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "embeddings.cls_token": ((), (), ("hidden",)),
+    "embeddings.distillation_token": ((), (), ("hidden",)),
+    "embeddings.position_embeddings": ((), (), ("hidden",)),
+    "embeddings.patch_embeddings.projection.weight": (("hidden",), (), (), ()),
+    "embeddings.patch_embeddings.projection.bias": (("hidden",),),
+    "layernorm.weight": (("hidden",),),
+    "layernorm.bias": (("hidden",),),
+}
+CLASSIFIER_TENSORS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "classifier.weight": ((), ("hidden",)),
+    "cls_classifier.weight": ((), ("hidden",)),
+    "distillation_classifier.weight": ((), ("hidden",)),
 }
 
 
 def dense_size(dims: ModelDims, kind: str) -> int:
-    """How many groups of `kind` (or how wide a fixed axis) a dense block has."""
-    return getattr(dims, KINDS[kind].size if kind in KINDS else FIXED_AXES[kind])
+    """How many groups of `kind` a dense block (or, for `hidden`, the dense model) has."""
+    return getattr(dims, (KINDS.get(kind) or HIDDEN).size)
 
 
-def block_tensors(qkv_bias: bool = True) -> dict[str, tuple[tuple[str, ...], ...]]:
-    """`BLOCK_TENSORS` for a model with or without q/k/v biases."""
-    return {name: axes for name, axes in BLOCK_TENSORS.items() if qkv_bias or not name.endswith("_proj.bias")}
+def touches(axes: tuple[tuple[str, ...], ...], kinds) -> bool:
+    """Whether a tensor with these axes loses elements when groups of `kinds` go."""
+    return any(kind in kinds for axis in axes for kind in axis)
+
+
+def block_tensors(qkv_bias: bool = True, kinds=BLOCK_KINDS) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """The tensors of a block that pruning `kinds` touches, for a model with or without q/k/v biases."""
+    return {
+        name: axes
+        for name, axes in BLOCK_TENSORS.items()
+        if (qkv_bias or not name.endswith("_proj.bias")) and touches(axes, kinds)
+    }
 
 
 def flat_mask(kinds: tuple[str, ...], masks: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -97,18 +129,13 @@ def tensor_mask(axes: tuple[tuple[str, ...], ...], masks: dict[str, torch.Tensor
     """A mask that broadcasts against a tensor with these axes; axes of kinds missing from `masks` are left whole."""
     result = None
     for axis, kinds in enumerate(axes):
-        if not all(kind in masks for kind in kinds):
+        if not kinds or not all(kind in masks for kind in kinds):
             continue
         shape = [1] * len(axes)
         shape[axis] = -1
         mask = flat_mask(kinds, masks).view(shape)
         result = mask if result is None else result * mask
     return result
-
-
-def sizes_with_axes(dims: ModelDims, sizes: dict[str, int]) -> dict[str, int]:
-    """A block's kept counts by kind name (`{"head": 3, "qk": 16, ...}`), plus the widths of the fixed axes."""
-    return {**{axis: getattr(dims, attr) for axis, attr in FIXED_AXES.items()}, **sizes}
 
 
 def parameter_count(tensors: dict[str, tuple], sizes: dict[str, int]) -> int:
@@ -129,7 +156,7 @@ def unit_costs(tensors: dict[str, tuple], sizes: dict[str, int], kinds=tuple(KIN
 
 
 def axis_energy(
-    tensors: dict[str, torch.Tensor], table: dict[str, tuple], dims: ModelDims
+    tensors: dict[str, torch.Tensor], table: dict[str, tuple], dims: ModelDims, kinds=BLOCK_KINDS
 ) -> dict[tuple[str, ...], torch.Tensor]:
     """Per-element importance summed onto each pruned axis layout, e.g. `("head", "qk") -> (H, d_h)`.
 
@@ -139,31 +166,34 @@ def axis_energy(
         dims: the dense sizes.
 
     Returns:
-        For every axis layout made of group kinds, the importance summed over each tensor's other axes and over
-        all tensors laid out on it, shaped by the kinds' dense sizes.
+        For every axis layout made of `kinds`, the importance summed over each tensor's other axes and over all
+        tensors laid out on it, shaped by the kinds' dense sizes.
     """
     energy: dict[tuple[str, ...], torch.Tensor] = {}
     for name, axes in table.items():
         value = tensors[name].float()
-        for axis, kinds in enumerate(axes):
-            if not all(kind in KINDS for kind in kinds):
+        for axis, layout in enumerate(axes):
+            if not layout or not all(kind in kinds for kind in layout):
                 continue
             other = [a for a in range(value.dim()) if a != axis]
             summed = value.sum(other) if other else value
-            summed = summed.view(*(dense_size(dims, kind) for kind in kinds))
-            energy[kinds] = summed if kinds not in energy else energy[kinds] + summed
+            summed = summed.view(*(dense_size(dims, kind) for kind in layout))
+            energy[layout] = summed if layout not in energy else energy[layout] + summed
     return energy
 
 
 def kind_scores(
-    energy: dict[tuple[str, ...], torch.Tensor], keep: dict[str, torch.Tensor], kinds=("qk", "v", "mlp")
+    energy: dict[tuple[str, ...], torch.Tensor],
+    keep: dict[str, torch.Tensor],
+    kinds=("qk", "v", "mlp"),
+    batch_axis: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Score of every group of each kind: its axis energy summed over the kept groups of the other kinds it meets.
 
     A q/k dimension's score sums the `("head", "qk")` energy over the kept heads; a head's sums both attention
-    layouts over the kept q/k and v dimensions.
+    layouts over the kept q/k and v dimensions. With `batch_axis`, every energy has a leading batch axis, kept.
     """
-    scores = {}
+    scores, shift = {}, int(batch_axis)
     for kind in kinds:
         total = None
         for layout, value in energy.items():
@@ -171,17 +201,107 @@ def kind_scores(
                 continue
             for axis, other in reversed(list(enumerate(layout))):
                 if other != kind:
-                    value = value.index_select(axis, keep[other].nonzero().flatten().to(value.device)).sum(axis)
+                    index = keep[other].nonzero().flatten().to(value.device)
+                    value = value.index_select(axis + shift, index).sum(axis + shift)
             total = value if total is None else total + value
         scores[kind] = total
     return scores
 
 
-def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The tensors that structured pruning touches (those of `BLOCK_TENSORS` in every block), by full name."""
-    return {
-        f"{prefix}.{name}": param
-        for prefix, block in block_modules(model)
-        for name, param in block.named_parameters()
-        if name in BLOCK_TENSORS
-    }
+class Layout:
+    """The group table applied to one model: every tensor that pruning the enabled kinds touches, by full name.
+
+    Args:
+        dims: the dense sizes.
+        qkv_bias: whether q/k/v have biases.
+        hidden: whether residual-stream channels are pruned too (then the layer norms, embeddings and
+            classifier(s) are part of the layout).
+        outer: full name -> `(axes, shape)` of the tensors outside the blocks (needed with `hidden`).
+        prefixes: the blocks' name prefixes (`"vit.layers.0"`...), needed to address real tensors.
+    """
+
+    def __init__(self, dims: ModelDims, qkv_bias=True, hidden=False, outer=None, prefixes=None):
+        self.dims, self.hidden, self.prefixes = dims, hidden, prefixes
+        self.kinds = BLOCK_KINDS + (("hidden",) if hidden else ())
+        self.block_table = block_tensors(qkv_bias, self.kinds)
+        self.outer = dict(outer or {}) if hidden else {}
+
+    @classmethod
+    def from_model(cls, model: nn.Module, hidden: bool = False) -> Layout:
+        base = base_model_prefix(model)
+        shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+        tables = ({f"{base}.{name}": axes for name, axes in ENCODER_TENSORS.items()}, CLASSIFIER_TENSORS)
+        outer = {name: (axes, shapes[name]) for table in tables for name, axes in table.items() if name in shapes}
+        prefixes = [prefix for prefix, _ in block_modules(model)]
+        return cls(model_dims(model), model.config.qkv_bias, hidden, outer, prefixes)
+
+    # -- addressing real tensors ---------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Full names of the layout's tensors: every block's, then those outside the blocks."""
+        return [f"{prefix}.{name}" for prefix in self.prefixes for name in self.block_table] + list(self.outer)
+
+    def parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """The model's tensors of this layout (q/k/v biases only where the model has them)."""
+        params = dict(model.named_parameters())
+        return {name: params[name] for name in self.names() if name in params}
+
+    def block_view(self, tensors: dict[str, torch.Tensor], layer: int) -> dict[str, torch.Tensor]:
+        """`tensors` (by full name) of block `layer`, by name inside the block."""
+        prefix = self.prefixes[layer]
+        return {name: tensors[f"{prefix}.{name}"] for name in self.block_table if f"{prefix}.{name}" in tensors}
+
+    def axes(self, name: str) -> tuple[tuple[str, ...], ...]:
+        """The axes of a tensor of the layout, by full name."""
+        if name in self.outer:
+            return self.outer[name][0]
+        return self.block_table[name.split(".", 3)[-1]]  # "<encoder>.layers.<i>.<name inside the block>"
+
+    def block_index(self, name: str) -> int | None:
+        """The block a tensor of the layout belongs to, or None for those outside the blocks."""
+        return None if name in self.outer else self.prefixes.index(".".join(name.split(".")[:3]))
+
+    # -- counting --------------------------------------------------------------------------------------------------
+    def block_sizes(self, block: dict[str, int], hidden: int | None = None) -> dict[str, int]:
+        """A block's kept counts by kind, with the residual width (`hidden`, default dense)."""
+        return {"hidden": self.dims.hidden_size if hidden is None else hidden, **block}
+
+    def kept_parameters(self, blocks: list[dict[str, int]], hidden: int | None = None) -> int:
+        """Elements of the layout's tensors when the blocks keep `blocks` (kind -> count) and `hidden` channels."""
+        inner = sum(parameter_count(self.block_table, self.block_sizes(block, hidden)) for block in blocks)
+        return inner + sum(self._outer_numel(axes, shape, hidden, None) for axes, shape in self.outer.values())
+
+    def unit_costs(self, block: dict[str, int], hidden: int | None = None) -> dict[str, int]:
+        """Parameters removed with one group of each block kind, in a block that keeps `block`."""
+        return unit_costs(self.block_table, self.block_sizes(block, hidden), BLOCK_KINDS)
+
+    def hidden_cost(self, blocks: list[dict[str, int]], hidden: int) -> int:
+        """Parameters removed with one residual channel, when the blocks keep `blocks` and `hidden` channels."""
+        inner = sum(unit_costs(self.block_table, self.block_sizes(b, hidden), ("hidden",))["hidden"] for b in blocks)
+        return inner + sum(self._outer_numel(axes, shape, hidden, "hidden") for axes, shape in self.outer.values())
+
+    @staticmethod
+    def _outer_numel(axes, shape, hidden, without) -> int:
+        """Elements of an outer tensor with `hidden` kept channels; with `without="hidden"`, those of one channel."""
+        return math.prod(
+            1 if axis == (without,) else (hidden if axis == ("hidden",) and hidden is not None else size)
+            for axis, size in zip(axes, shape)
+        )
+
+    # -- scores --------------------------------------------------------------------------------------------------
+    def hidden_energy(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Per-element importance (by full name) summed onto the residual channels, or None without `hidden`."""
+        if not self.hidden:
+            return None
+        total = None
+        for name, value in tensors.items():
+            axes = self.axes(name)
+            if ("hidden",) in axes:
+                other = [a for a in range(value.dim()) if a != axes.index(("hidden",))]
+                summed = value.float().sum(other) if other else value.float()
+                total = summed if total is None else total + summed
+        return total
+
+
+def prunable_parameters(model: nn.Module, hidden: bool = False) -> dict[str, nn.Parameter]:
+    """The tensors that structured pruning touches in every block (and, with `hidden`, outside them)."""
+    return Layout.from_model(model, hidden).parameters(model)

@@ -13,28 +13,34 @@ A new method is a subclass and one registry line:
 >>> PRUNING_METHODS["keep_first"] = KeepFirst
 ```
 
-The base class is structured one-shot magnitude pruning (SOMP): heads and groups by weight norm, pruned at the
-start, and the pruning stage's epochs spent fine-tuning instead.
+The base class is structured one-shot magnitude pruning (SOMP): heads at `head_sparsity` (default half the
+target) and groups by weight norm, pruned at the start, and the pruning stage's epochs spent fine-tuning instead.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .admm import ADMMState, group_scores, project
-from .baselines import magnitude_head_mask, random_group_scores, random_head_mask
+from .admm import ADMMState, group_scores, norm_projection
+from .allocation import Allocation
+from .baselines import cubic_sparsity, magnitude_head_mask, random_group_scores, random_head_mask
 from .budget import BudgetSolver
 from .callbacks import ADMMCallback, GradualPruningCallback
 from .groups import prunable_parameters
-from .head_ranking import rank_heads
-from .structure import PrunedStructure
+from .head_ranking import rank_heads, select_heads
+from .importance import GroupImportance, data_importance, norm_importance
+from .structure import PrunedStructure, apply_masks
 
 if TYPE_CHECKING:
     from .gohsp_trainer import GOHSPTrainer
+
+HEAD_RANKINGS = ("graph", "importance")
+SOFT_PRUNING = ("admm", "gradual_admm", "none")
 
 
 class PruningMethod:
@@ -46,25 +52,34 @@ class PruningMethod:
 
     stage_name: str | None = None  # the checkpoint folder of the method's pruning stage; None: no such stage
     description = "structured one-shot magnitude pruning (a baseline)"  # for the model card
+    supports_hidden = False  # whether it can prune residual-stream channels
 
     def __init__(self, trainer: GOHSPTrainer):
         self.trainer, self.args = trainer, trainer.args
+        if self.args.prune_hidden_size and not self.supports_hidden:
+            raise ValueError(
+                f"prune_hidden_size is not supported by method {self.args.method!r}; use method 'gohsp', or leave "
+                "prune_hidden_size off."
+            )
 
     # -- stage 1 ---------------------------------------------------------------------------------------------
-    def rank_heads(self, model: nn.Module) -> torch.Tensor:
-        """The (layers, heads) mask of kept heads: the heads with the largest weight norm."""
-        return magnitude_head_mask(model, self.num_pruned_heads(), self.args.ranking_scope)
+    def head_sparsity(self) -> float | None:
+        """The fraction of heads stage 1 removes (None: the allocation decides)."""
+        return self.args.head_sparsity if self.args.head_sparsity is not None else self.args.target_sparsity / 2
 
     def num_pruned_heads(self) -> int:
         """Heads removed by stage 1: `head_sparsity` of all heads, one per block kept."""
-        dims = self.trainer.dims
-        total = round(self.args.head_sparsity * dims.num_layers * dims.num_heads)
-        return min(total, dims.num_layers * (dims.num_heads - 1))
+        dims, fraction = self.trainer.dims, self.head_sparsity() or 0.0
+        return min(round(fraction * dims.num_layers * dims.num_heads), dims.num_layers * (dims.num_heads - 1))
 
     def min_head_counts(self) -> list[int]:
         """Heads per block after stage 1 at the least, for the feasibility check before any work."""
         dims = self.trainer.dims
         return [max(1, dims.num_heads - math.ceil(self.num_pruned_heads() / dims.num_layers))] * dims.num_layers
+
+    def rank_heads(self, model: nn.Module) -> torch.Tensor:
+        """The (layers, heads) mask of kept heads: the heads with the largest weight norm."""
+        return magnitude_head_mask(model, self.num_pruned_heads(), self.args.ranking_scope)
 
     # -- scores and the structure ------------------------------------------------------------------------------
     def group_scores(self, tensors: dict, model: nn.Module, head_mask: torch.Tensor) -> list[dict]:
@@ -73,14 +88,21 @@ class PruningMethod:
         `tensors` are the values of `prunable_parameters(model)` to score (W, or W + U in ADMM)."""
         return group_scores(tensors, model, head_mask)
 
+    def select(self, model: nn.Module, tensors: dict) -> PrunedStructure:
+        """The structure the budget keeps for these tensors: the stage-1 heads, then `group_scores`."""
+        return norm_projection(self.trainer.head_mask, self.trainer.solver, self.group_scores)(model, tensors)
+
     @torch.no_grad()
-    def final_structure(self, model: nn.Module, head_mask: torch.Tensor) -> PrunedStructure:
-        """The structure the hard prune keeps: Proj(W) under the budget."""
-        weights = {name: p.detach() for name, p in prunable_parameters(model).items()}
-        return project(weights, model, head_mask, self.trainer.solver, self.group_scores)[1]
+    def final_structure(self, model: nn.Module) -> PrunedStructure:
+        """The structure the hard prune keeps."""
+        hidden = self.args.prune_hidden_size
+        return self.select(model, {name: p.detach() for name, p in prunable_parameters(model, hidden).items()})
 
     # -- stage 2 ---------------------------------------------------------------------------------------------
-    def pruning_stage(self, model: nn.Module, head_mask: torch.Tensor, checkpoint=None, state=None) -> None:
+    def has_pruning_stage(self) -> bool:
+        return self.stage_name is not None
+
+    def pruning_stage(self, model: nn.Module, checkpoint=None, state=None) -> None:
         """Train toward the structure (ADMM, a gradual schedule...); one-shot methods do nothing here."""
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
@@ -99,7 +121,7 @@ class PruningMethod:
     def finetune_length(self) -> tuple[float, int]:
         """Epochs and steps of fine-tuning; a method without a pruning stage fine-tunes for its length too."""
         args = self.args
-        if self.stage_name is not None:
+        if self.has_pruning_stage():
             return args.finetune_epochs, args.finetune_max_steps
         both_in_steps = args.finetune_max_steps > 0 and args.admm_max_steps > 0
         steps = args.finetune_max_steps + args.admm_max_steps if both_in_steps else -1
@@ -118,8 +140,10 @@ class RandomPruning(PruningMethod):
     def rank_heads(self, model: nn.Module) -> torch.Tensor:
         return random_head_mask(self.trainer.dims, self.num_pruned_heads(), self.args.seed, self.args.ranking_scope)
 
-    def final_structure(self, model: nn.Module, head_mask: torch.Tensor) -> PrunedStructure:
-        return self.trainer.solver.solve(random_group_scores(self.trainer.dims, self.args.seed), head_mask)
+    def select(self, model: nn.Module, tensors: dict) -> PrunedStructure:
+        return self.trainer.solver.solve(
+            random_group_scores(self.trainer.dims, self.args.seed), self.trainer.head_mask
+        )
 
 
 class SGMP(PruningMethod):
@@ -132,11 +156,12 @@ class SGMP(PruningMethod):
         super().__init__(trainer)
         self.gradual: GradualPruningCallback | None = None
 
-    def pruning_stage(self, model, head_mask, checkpoint=None, state=None) -> None:
+    def pruning_stage(self, model, checkpoint=None, state=None) -> None:
         args = self.args
         total = self.trainer.stage_steps(args.admm_epochs, args.admm_max_steps)
+        interval = args.admm_update_steps or max(1, total // args.admm_updates)
         self.gradual = GradualPruningCallback(
-            self.structure_at, args.target_sparsity, total, args.admm_update_steps, self.trainer.pruning_metrics
+            self.structure_at, args.target_sparsity, total, interval, self.trainer.pruning_metrics
         )
         if state is not None and state["structure"] is not None:
             self.gradual.restore(PrunedStructure.from_dict(state["structure"]), model)
@@ -159,19 +184,40 @@ class SGMP(PruningMethod):
 
 
 class GOHSP(PruningMethod):
-    """GOHSP: graph + Markov-chain head ranking, then ADMM soft pruning toward the structured target."""
+    """GOHSP: graph-ranked heads and a data-aware allocation of the budget over every group kind, approached by
+    ADMM soft pruning (or pruned at once), then hard pruning and fine-tuning."""
 
     stage_name = "admm"
-    description = "GOHSP (graph-based head ranking, ADMM soft pruning, hard pruning and fine-tuning)"
+    description = (
+        "GOHSP (graph-based head ranking, one data-aware allocation of the budget over heads, attention "
+        "dimensions and MLP neurons, ADMM soft pruning, hard pruning and fine-tuning)"
+    )
+    supports_hidden = True
 
     def __init__(self, trainer: GOHSPTrainer):
         super().__init__(trainer)
         self.admm: ADMMState | None = None
-        self.ranking = None
+        self.admm_updates = 1
+        self.head_order: torch.Tensor | None = None  # per block, heads in the order they may go
 
+    def head_sparsity(self) -> float | None:
+        return self.args.head_sparsity  # None: heads compete in the allocation
+
+    # -- stage 1 ---------------------------------------------------------------------------------------------
     def rank_heads(self, model: nn.Module) -> torch.Tensor:
+        """Graph ranking (the paper's stage 1) or importance; the mask keeps every head unless heads are split off
+        before the allocation (`head_sparsity`)."""
+        if self.args.head_ranking == "graph":
+            mask = self._graph_ranking(model)
+        else:
+            scores = self.importance(model, None).head_scores()  # (layers, heads)
+            self.head_order = torch.argsort(scores, dim=1, stable=True)
+            mask = select_heads(scores, self.num_pruned_heads(), self.args.ranking_scope)
+        return mask
+
+    def _graph_ranking(self, model: nn.Module) -> torch.Tensor:
         args, dims = self.args, self.trainer.dims
-        self.ranking = rank_heads(
+        ranking = rank_heads(
             model,
             self.trainer.calibration_batches(),
             head_sparsity=self.num_pruned_heads() / (dims.num_layers * dims.num_heads),
@@ -182,23 +228,88 @@ class GOHSP(PruningMethod):
             scope=args.ranking_scope,
             progress=not args.disable_tqdm and self.trainer.is_world_process_zero(),
         )
-        self.trainer.results["head_scores"] = self.ranking.scores.tolist()
-        self.trainer.results["ranking_iterations"] = self.ranking.iterations
-        return self.ranking.mask
+        self.trainer.results["head_scores"] = ranking.scores.tolist()
+        self.trainer.results["ranking_iterations"] = ranking.iterations
+        # keep_distinct removes the most central heads first, keep_central the least central.
+        self.head_order = torch.argsort(ranking.scores, dim=1, descending=args.ranking_direction == "keep_distinct")
+        return ranking.mask
 
-    def pruning_stage(self, model, head_mask, checkpoint=None, state=None) -> None:
-        args, results = self.args, self.trainer.results
+    # -- scores and the structure ------------------------------------------------------------------------------
+    def importance(self, model: nn.Module, tensors: dict | None, window: int = 0) -> GroupImportance:
+        """`args.importance` of every group; data-aware scores use the `window`-th window of calibration images."""
+        layout = self.trainer.solver.layout
+        if self.args.importance == "norm":
+            tensors = tensors if tensors is not None else layout.parameters(model)
+            return norm_importance(tensors, layout)
+        batches = self.trainer.importance_batches(window)
+        return data_importance(model, batches, layout, self.args.importance, tensors)
+
+    def select(self, model: nn.Module, tensors: dict) -> PrunedStructure:
+        """The structure Proj keeps now: one allocation of the budget over every group kind (heads only if not split
+        off in stage 1), at the target of this point of the stage. Before any ADMM update (and for a one-shot
+        prune) it is reached in `importance_steps` allocations, each rescoring the model masked by the last."""
+        if self.admm is not None:
+            return self._allocate(model, tensors, self.admm_target(self.admm.num_updates + 1))
+        structure, steps, target = None, self.args.importance_steps, self.admm_target(0)
+        for step in range(1, steps + 1):
+            if structure is not None:
+                model = apply_masks(copy.deepcopy(model), structure)
+                tensors = {name: value * mask for name, value, mask in _masked(tensors, structure, model)}
+            structure = self._allocate(model, tensors, target * step / steps)
+        return structure
+
+    def _allocate(self, model: nn.Module, tensors: dict, target: float) -> PrunedStructure:
+        solver, args = self.trainer.solver, self.args
+        if target <= 0:
+            return PrunedStructure.dense(solver.dims, hidden=solver.layout.hidden)
+        fixed_heads = self.trainer.head_mask if self.head_sparsity() is not None else None
+        hidden_sparsity = (
+            None if args.hidden_sparsity is None else args.hidden_sparsity * target / args.target_sparsity
+        )
+        allocation = Allocation(
+            solver.at(target), self.importance(model, tensors), self.head_order, fixed_heads, args.block_floor,
+            hidden_sparsity,
+        )  # fmt: skip
+        return allocation.run()
+
+    def admm_target(self, update: int) -> float:
+        """The sparsity Proj aims at after `update` updates: the target throughout (`soft_pruning="admm"`), or
+        rising on the cubic schedule to the target at 3/4 of the updates (`"gradual_admm"`)."""
+        if self.args.soft_pruning != "gradual_admm":
+            return self.args.target_sparsity
+        ramp = max(1, round(0.75 * self.admm_updates))
+        return cubic_sparsity(update, ramp, self.args.target_sparsity)
+
+    # -- stage 2 ---------------------------------------------------------------------------------------------
+    def has_pruning_stage(self) -> bool:
+        return self.args.soft_pruning != "none"
+
+    def admm_schedule(self, steps: int) -> tuple[int, float]:
+        """Steps between updates and rho's growth, from the stage length: `admm_updates` updates that bring rho
+        from `rho` to `rho_max` (unless `admm_update_steps` / `rho_growth` are given)."""
+        args = self.args
+        interval = args.admm_update_steps or max(1, steps // args.admm_updates)
+        self.admm_updates = max(1, steps // interval)
+        return interval, args.rho_growth or (args.rho_max / args.rho) ** (1 / self.admm_updates)
+
+    def pruning_stage(self, model, checkpoint=None, state=None) -> None:
+        if not self.has_pruning_stage():
+            return
+        args, trainer = self.args, self.trainer
+        steps = trainer.stage_steps(args.admm_epochs, args.admm_max_steps)
+        interval, growth = self.admm_schedule(steps)
         self.admm = ADMMState(
-            model, head_mask, self.trainer.solver, args.rho, args.rho_growth, args.rho_max, self.group_scores
+            model, self.select, trainer.solver, args.rho, growth, args.rho_max, args.prune_hidden_size
         )
         if state is not None:
             self.admm.load_state_dict(state)
         else:
-            results["admm_initial"] = self.admm.metrics(model)
-            self.trainer.pruning_metrics.update(results["admm_initial"])  # goes out with the first log
-        callback = ADMMCallback(self.admm, args.admm_update_steps, self.trainer.pruning_metrics)
-        self.trainer.run_stage(self.stage_name, args.admm_epochs, args.admm_max_steps, [callback], checkpoint)
-        results["admm_final"] = self.admm.metrics(model)
+            trainer.results["admm_initial"] = self.admm.metrics(model)
+            trainer.pruning_metrics.update(trainer.results["admm_initial"])  # goes out with the first log
+        trainer.results["admm_schedule"] = {"update_steps": interval, "rho_growth": growth, "stage_steps": steps}
+        callback = ADMMCallback(self.admm, interval, trainer.pruning_metrics)
+        trainer.run_stage(self.stage_name, args.admm_epochs, args.admm_max_steps, [callback], checkpoint)
+        trainer.results["admm_final"] = self.admm.metrics(model)
         self.admm = None  # the penalty stops here
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
@@ -214,11 +325,43 @@ class GOHSP(PruningMethod):
         return self.admm.state_dict() if self.admm is not None else None
 
 
+class GOHSPPaper(GOHSP):
+    """GOHSP as the paper lays it out: graph-ranked heads at `head_sparsity` (default half the target) in stage 1,
+    then ADMM toward the weight-norm projection of the other groups (every `admm_update_steps`, default 100)."""
+
+    description = "GOHSP as in the paper (graph-ranked heads, ADMM toward the weight-norm projection, fine-tuning)"
+    supports_hidden = False
+
+    def head_sparsity(self) -> float | None:
+        return PruningMethod.head_sparsity(self)
+
+    def select(self, model: nn.Module, tensors: dict) -> PrunedStructure:
+        return PruningMethod.select(self, model, tensors)
+
+    def has_pruning_stage(self) -> bool:
+        return True
+
+    def admm_schedule(self, steps: int) -> tuple[int, float]:
+        return self.args.admm_update_steps or 100, self.args.rho_growth or 1.3
+
+
 # `args.method` -> the class that runs it. Register a new method with one line: PRUNING_METHODS["name"] = Class.
-PRUNING_METHODS: dict[str, type[PruningMethod]] = {"gohsp": GOHSP, "somp": SOMP, "sgmp": SGMP, "random": RandomPruning}
+PRUNING_METHODS: dict[str, type[PruningMethod]] = {
+    "gohsp": GOHSP,
+    "gohsp_paper": GOHSPPaper,
+    "somp": SOMP,
+    "sgmp": SGMP,
+    "random": RandomPruning,
+}
 
 
 def stage_folders(method: str) -> tuple[str, ...]:
     """The checkpoint folders (under `output_dir`) of a run of `method`, the latest stage first."""
     stage = PRUNING_METHODS[method].stage_name
     return ("finetune", stage) if stage else ("finetune",)
+
+
+def _masked(tensors: dict, structure: PrunedStructure, model: nn.Module):
+    """`(name, value, mask)` for every tensor, its mask in `structure` (1 where the structure does not touch it)."""
+    masks = structure.parameter_masks(model)
+    return [(name, value, masks.get(name, 1)) for name, value in tensors.items()]

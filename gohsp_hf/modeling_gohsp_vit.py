@@ -20,6 +20,24 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .configuration_gohsp_vit import GOHSPViTConfig
 
 
+class GOHSPViTLayerNorm(nn.LayerNorm):
+    """LayerNorm over the kept residual channels; with `config.layer_norm_hidden_size` set, its statistics are
+    those of the dense model's LayerNorm over that many channels, the removed ones being zero."""
+
+    def __init__(self, config: GOHSPViTConfig):
+        super().__init__(config.hidden_size, eps=config.layer_norm_eps)
+        self.statistics_size = config.layer_norm_hidden_size or config.hidden_size
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.statistics_size == self.normalized_shape[0]:
+            return super().forward(hidden_states)
+        n, missing = self.statistics_size, self.statistics_size - hidden_states.shape[-1]
+        mean = hidden_states.sum(-1, keepdim=True) / n
+        # The removed channels are zeros: each adds mean^2 to the sum of squared deviations.
+        variance = ((hidden_states - mean).pow(2).sum(-1, keepdim=True) + missing * mean.pow(2)) / n
+        return (hidden_states - mean) * torch.rsqrt(variance + self.eps) * self.weight + self.bias
+
+
 class GOHSPViTEmbeddings(nn.Module):
     """CLS token (and the DeiT distillation token), patch embeddings and position embeddings."""
 
@@ -131,9 +149,9 @@ class GOHSPViTLayer(nn.Module):
 
     def __init__(self, config: GOHSPViTConfig, layer_idx: int):
         super().__init__()
-        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_before = GOHSPViTLayerNorm(config)
         self.attention = GOHSPViTAttention(config, layer_idx)
-        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_after = GOHSPViTLayerNorm(config)
         self.mlp = GOHSPViTMLP(config, layer_idx)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -183,7 +201,7 @@ class GOHSPViTModel(GOHSPViTPreTrainedModel):
         super().__init__(config)
         self.embeddings = GOHSPViTEmbeddings(config)
         self.layers = nn.ModuleList([GOHSPViTLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = GOHSPViTLayerNorm(config)
         self.post_init()
 
     def forward(

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .groups import BLOCK_TENSORS, GROUP_KINDS, dense_size, tensor_mask
-from .model_utils import ModelDims, block_modules, model_dims
+from .groups import GROUP_KINDS, Layout, block_tensors, dense_size, tensor_mask
+from .model_utils import ModelDims, model_dims
 
 STRUCTURE_FILE = "gohsp_structure.json"
 
@@ -65,12 +65,23 @@ class PrunedStructure:
 
     dims: ModelDims
     layers: list[LayerStructure] = field(default_factory=list)
+    hidden: list[int] | None = None  # kept residual-stream channels; None: the residual width is not pruned
+
+    def __post_init__(self):
+        if self.hidden is not None:
+            self.hidden = sorted(int(i) for i in self.hidden)
+
+    @property
+    def hidden_size(self) -> int:
+        """The residual width the structure keeps."""
+        return self.dims.hidden_size if self.hidden is None else len(self.hidden)
 
     @classmethod
-    def dense(cls, dims: ModelDims) -> PrunedStructure:
-        """The structure that keeps everything."""
+    def dense(cls, dims: ModelDims, hidden: bool = False) -> PrunedStructure:
+        """The structure that keeps everything (with `hidden`, listing every residual channel as kept)."""
         full = LayerStructure(*(list(range(dense_size(dims, kind.name))) for kind in GROUP_KINDS))
-        return cls(dims, [LayerStructure(**asdict(full)) for _ in range(dims.num_layers)])
+        layers = [LayerStructure(**asdict(full)) for _ in range(dims.num_layers)]
+        return cls(dims, layers, list(range(dims.hidden_size)) if hidden else None)
 
     @classmethod
     def from_model(cls, model: nn.Module) -> PrunedStructure:
@@ -98,15 +109,20 @@ class PrunedStructure:
         structure.validate()
         return structure
 
+    def hidden_mask(self) -> torch.Tensor | None:
+        """(hidden_size,) booleans of the kept residual channels, or None when the residual width is not pruned."""
+        return None if self.hidden is None else _index_mask(self.hidden, self.dims.hidden_size)
+
     def parameter_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Masks (1 = kept) that broadcast against every prunable tensor of `model`, on its device and dtype."""
         self.validate_for(model)
-        masks = {}
-        for group, (prefix, block) in zip(self.to_masks(), block_modules(model)):
-            params = dict(block.named_parameters())
-            for name, mask in block_parameter_masks(group).items():
-                if name in params:  # q/k/v biases are absent when qkv_bias=False
-                    masks[f"{prefix}.{name}"] = mask.to(device=params[name].device, dtype=params[name].dtype)
+        layout = Layout.from_model(model, hidden=self.hidden is not None)
+        params, masks = layout.parameters(model), {}
+        groups, hidden = self.to_masks(), self.hidden_mask()
+        for name, param in params.items():
+            block = layout.block_index(name)
+            kinds = ({} if block is None else groups[block]) | ({} if hidden is None else {"hidden": hidden})
+            masks[name] = tensor_mask(layout.axes(name), kinds).to(device=param.device, dtype=param.dtype)
         return masks
 
     # -- checks ---------------------------------------------------------------------------------
@@ -118,13 +134,9 @@ class PrunedStructure:
         limits = {kind.field: dense_size(d, kind.name) for kind in GROUP_KINDS}
         for i, layer in enumerate(self.layers):
             for name, limit in limits.items():
-                indices = getattr(layer, name)
-                if not indices:
-                    raise ValueError(f"Block {i} keeps no {name}; every block must keep at least one.")
-                if min(indices) < 0 or max(indices) >= limit or len(set(indices)) != len(indices):
-                    raise ValueError(
-                        f"Block {i}: {name} indices must be distinct and in range(0, {limit}), got {indices}."
-                    )
+                _check_indices(f"Block {i}", name, getattr(layer, name), limit)
+        if self.hidden is not None:
+            _check_indices("The model", "hidden", self.hidden, d.hidden_size)
 
     def validate_for(self, model: nn.Module) -> None:
         """`validate`, plus a check that the structure was made for this model's sizes."""
@@ -140,11 +152,13 @@ class PrunedStructure:
 
     # -- serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"dims": asdict(self.dims), "layers": [asdict(layer) for layer in self.layers]}
+        data = {"dims": asdict(self.dims), "layers": [asdict(layer) for layer in self.layers]}
+        return data if self.hidden is None else data | {"hidden": self.hidden}
 
     @classmethod
     def from_dict(cls, data: dict) -> PrunedStructure:
-        structure = cls(ModelDims(**data["dims"]), [LayerStructure(**layer) for layer in data["layers"]])
+        layers = [LayerStructure(**layer) for layer in data["layers"]]
+        structure = cls(ModelDims(**data["dims"]), layers, data.get("hidden"))
         structure.validate()
         return structure
 
@@ -165,17 +179,18 @@ class PrunedStructure:
         return cls.from_json((Path(directory) / STRUCTURE_FILE).read_text())
 
 
-# The tensors of a block that structured pruning touches, in the order of the group table.
-PRUNABLE_TENSORS = tuple(BLOCK_TENSORS)
+# The tensors of a block that pruning heads, q/k and v dimensions and MLP neurons touches, in table order.
+PRUNABLE_TENSORS = tuple(block_tensors())
 
 
 def block_parameter_masks(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Broadcastable element masks of one block's prunable tensors, from its group masks (`groups.BLOCK_TENSORS`).
+    """Broadcastable element masks of one block's tensors, from its group masks (`groups.BLOCK_TENSORS`); with a
+    `hidden` mask in `group`, the block's residual-stream tensors too.
 
     Rows of q/k/v are laid out head by head (`h * head_dim + j`), so a row survives when its head and its
     dimension both survive. o_proj's input columns follow v; fc1's rows and fc2's columns follow the neurons.
     """
-    return {name: tensor_mask(axes, group) for name, axes in BLOCK_TENSORS.items()}
+    return {name: tensor_mask(axes, group) for name, axes in block_tensors(kinds=tuple(group)).items()}
 
 
 @torch.no_grad()
@@ -185,6 +200,13 @@ def apply_masks(model: nn.Module, structure: PrunedStructure) -> nn.Module:
     for name, mask in structure.parameter_masks(model).items():
         params[name].mul_(mask)
     return model
+
+
+def _check_indices(where: str, name: str, indices: list[int], limit: int) -> None:
+    if not indices:
+        raise ValueError(f"{where} keeps no {name}; every block must keep at least one.")
+    if min(indices) < 0 or max(indices) >= limit or len(set(indices)) != len(indices):
+        raise ValueError(f"{where}: {name} indices must be distinct and in range(0, {limit}), got {indices}.")
 
 
 def _index_mask(indices: list[int], size: int) -> torch.Tensor:

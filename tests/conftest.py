@@ -48,8 +48,9 @@ def make_model(variant: str = "vit", seed: int = 0, **overrides):
     return model.eval()
 
 
-def uneven_structure(model, seed: int = 0) -> PrunedStructure:
-    """Different sizes in every block: one block with a single head, odd sizes (MLP 37, qk 5, v 11)."""
+def uneven_structure(model, seed: int = 0, hidden: bool = False) -> PrunedStructure:
+    """Different sizes in every block: one block with a single head, odd sizes (MLP 37, qk 5, v 11); with
+    `hidden`, 29 of the 48 residual channels kept too."""
     generator = torch.Generator().manual_seed(seed)
     structure = PrunedStructure.from_model(model)
     d = structure.dims
@@ -61,6 +62,8 @@ def uneven_structure(model, seed: int = 0) -> PrunedStructure:
     for layer, (heads, qk, v, mlp) in zip(structure.layers, sizes * d.num_layers):
         layer.heads, layer.qk_dims = sorted(pick(d.num_heads, heads)), sorted(pick(d.head_dim, qk))
         layer.v_dims, layer.mlp = sorted(pick(d.head_dim, v)), sorted(pick(d.intermediate_size, mlp))
+    if hidden:
+        structure.hidden = sorted(pick(d.hidden_size, 29))
     structure.validate()
     return structure
 

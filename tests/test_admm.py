@@ -6,7 +6,7 @@ import torch
 from conftest import make_model
 
 from gohsp_hf import ADMMState, BudgetSolver, apply_masks
-from gohsp_hf.admm import project
+from gohsp_hf.admm import norm_projection, project
 from gohsp_hf.groups import prunable_parameters
 
 
@@ -21,8 +21,9 @@ def setup(target=0.4):
 def test_projection_is_a_structured_projection():
     model, solver, head_mask = setup()
     weights = {n: p.detach().clone() for n, p in prunable_parameters(model).items()}
-    z, structure = project(weights, model, head_mask, solver)
-    again, same = project(z, model, head_mask, solver)
+    select = norm_projection(head_mask, solver)
+    z, structure = project(weights, model, select)
+    again, same = project(z, model, select)
     assert same == structure  # idempotent
     for name in z:
         torch.testing.assert_close(again[name], z[name], atol=0, rtol=0)
@@ -36,7 +37,7 @@ def test_projection_is_a_structured_projection():
 
 def test_penalty_and_updates():
     model, solver, head_mask = setup()
-    state = ADMMState(model, head_mask, solver, rho=0.5, rho_growth=2.0, rho_max=1.5)
+    state = ADMMState(model, norm_projection(head_mask, solver), solver, rho=0.5, rho_growth=2.0, rho_max=1.5)
     params = prunable_parameters(model)
     expected = 0.25 * sum((params[n] - state.Z[n]).pow(2).sum() for n in params)  # U = 0 at the start
     torch.testing.assert_close(state.penalty(model), expected)
@@ -69,9 +70,9 @@ def test_penalty_and_updates():
 
 def test_state_dict_round_trip():
     model, solver, head_mask = setup()
-    state = ADMMState(model, head_mask, solver)
+    state = ADMMState(model, norm_projection(head_mask, solver), solver)
     state.update(model)
-    other = ADMMState(make_model("vit", seed=1), head_mask, solver)
+    other = ADMMState(make_model("vit", seed=1), norm_projection(head_mask, solver), solver)
     other.load_state_dict(state.state_dict())
     assert other.structure == state.structure and other.rho == state.rho and other.num_updates == 1
     torch.testing.assert_close(other.penalty(model), state.penalty(model))

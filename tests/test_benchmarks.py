@@ -16,7 +16,7 @@ import torch
 from sklearn.datasets import load_digits
 
 REPO = Path(__file__).resolve().parents[1]
-RUNS = "dense,control,gohsp-s60-seed0,torch_pruning-s60-seed0,ablation-no_admm-s60-seed0"
+RUNS = "dense,control,gohsp-s60-seed0,torch_pruning-s60-seed0,ablation-importance=norm-s60-seed0"
 TINY = ["--quick", "--set", "train_size=320", "--set", "test_size=128", "--set", "dense_epochs=1",
         "--set", "ranking_samples=32", "--set", "tp_bisection_steps=3", "--set", "taylor_batches=2"]  # fmt: skip
 
@@ -53,20 +53,25 @@ def test_accuracy_benchmark_runs_skips_and_reports(tmp_path):
     assert set(results) == set(RUNS.split(","))
     dense = results["dense"]
     assert len(dense["learning_curve"]) == 1 and dense["params"] > 0
-    for name in ("gohsp-s60-seed0", "torch_pruning-s60-seed0", "ablation-no_admm-s60-seed0"):
+    for name in ("gohsp-s60-seed0", "torch_pruning-s60-seed0", "ablation-importance=norm-s60-seed0"):
         r = results[name]
         assert abs(r["achieved_sparsity"] - 0.6) < 0.05, (name, r["achieved_sparsity"])
         assert 0 <= r["accuracy"] <= 1 and r["settings"]["train_size"] == 320 and r["machine"]["date"]
+        for key in ("accuracy_before_hard_prune", "accuracy_after_hard_prune", "seed", "sparsity", "method"):
+            assert key in r, (name, key)
+        assert r["shape"] == "128x6-mlp256" and r["extra_epochs"] == 2
     assert results["control"]["params"] == dense["params"]
     assert results["gohsp-s60-seed0"]["head_scores"] is not None
-    assert "ablation-no_admm-s60-seed0: accuracy" in out
+    assert results["ablation-importance=norm-s60-seed0"]["overrides"] == {"importance": "norm"}
+    assert "ablation-importance=norm-s60-seed0: accuracy" in out
 
     again = bench(tmp_path, "--runs", RUNS)
     assert "gohsp-s60-seed0: done already, skipped" in again and "Training" not in again
 
     tables = subprocess.run([sys.executable, str(REPO / "benchmarks" / "accuracy_tables.py"),
                              str(tmp_path / "results")], capture_output=True, text=True, check=True).stdout  # fmt: skip
-    assert "| torch_pruning | " in tables and "GOHSP at 60% vs the dense control" in tables
+    assert "| torch_pruning | " in tables and "main, 60%: GOHSP vs the dense control" in tables
+    assert "| importance=norm | " in tables
     plots = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plots.py"), "--accuracy_dir",
                             str(tmp_path / "results"), "--plots_dir", str(tmp_path / "plots")],
                            capture_output=True, text=True, check=True).stdout  # fmt: skip

@@ -20,10 +20,11 @@ TOL = dict(atol=2e-5, rtol=1e-4)
 
 @pytest.mark.parametrize("variant", list(MODEL_CLASSES))
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_masked_model_equals_exported(variant, attn, pixel_values):
+@pytest.mark.parametrize("hidden", [False, True])
+def test_masked_model_equals_exported(variant, attn, hidden, pixel_values):
     dense = make_model(variant)
     dense.set_attn_implementation(attn)
-    structure = uneven_structure(dense)
+    structure = uneven_structure(dense, hidden=hidden)
     masked = apply_masks(copy.deepcopy(dense), structure)
     pruned = export_pruned_model(masked, structure).eval()
 
@@ -33,6 +34,8 @@ def test_masked_model_equals_exported(variant, attn, pixel_values):
     assert pruned.config.qk_head_dim == [5, 16, 9]
     assert pruned.config.v_head_dim == [11, 3, 16]
     assert pruned.config.intermediate_size == [37, 96, 1]
+    assert pruned.config.hidden_size == (29 if hidden else 48)
+    assert pruned.config.layer_norm_hidden_size == (48 if hidden else None)
     with torch.no_grad():
         expected, got = masked(pixel_values), pruned(pixel_values)
     torch.testing.assert_close(got.logits, expected.logits, **TOL)
@@ -112,3 +115,32 @@ def test_exported_model_trains():
     torch.optim.SGD(pruned.parameters(), lr=0.1).step()
     changed = [n for n, p in pruned.named_parameters() if not torch.equal(p, before[n])]
     assert "vit.layers.0.attention.q_proj.weight" in changed and "cls_classifier.weight" in changed
+
+
+def test_plain_layer_norms_over_the_kept_channels(pixel_values):
+    """`layer_norm="plain"` gives ordinary LayerNorms: the model changes (fine-tuning brings it back); with the
+    residual width kept, both choices are the same model."""
+    dense = make_model("vit")
+    narrowed = uneven_structure(dense, hidden=True)
+    masked = apply_masks(copy.deepcopy(dense), narrowed)
+    plain = export_pruned_model(masked, narrowed, layer_norm="plain").eval()
+    assert plain.config.layer_norm_hidden_size is None and plain.config.hidden_size == 29
+    with torch.no_grad():
+        assert (plain(pixel_values).logits - masked(pixel_values).logits).abs().max() > 1e-3
+    kept = uneven_structure(dense)
+    a, b = (export_pruned_model(dense, kept, layer_norm=mode).eval() for mode in ("plain", "dense_statistics"))
+    torch.testing.assert_close(a(pixel_values).logits, b(pixel_values).logits, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="layer_norm must be one of"):
+        export_pruned_model(dense, kept, layer_norm="rms")
+
+
+def test_counts_shrink_with_the_residual_width():
+    dense = make_model("deit_with_teacher")
+    structure = uneven_structure(dense, hidden=True)
+    pruned = export_pruned_model(dense, structure)
+    from gohsp_hf import BudgetSolver
+
+    solver = BudgetSolver.from_model(dense, 0.5, hidden=True)
+    assert count_parameters(pruned) == round((1 - solver.sparsity(structure)) * count_parameters(dense))
+    assert pruned.vit.embeddings.position_embeddings.shape[-1] == 29
+    assert pruned.cls_classifier.weight.shape == (5, 29) and pruned.distillation_classifier.weight.shape == (5, 29)

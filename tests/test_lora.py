@@ -28,26 +28,26 @@ def randomise_lora(model):
 
 
 def test_merge_keeps_the_logits(pixel_values):
-    for variant in ("vit", "deit_with_teacher"):
+    for variant, hidden in (("vit", False), ("deit_with_teacher", False), ("deit", True)):
         dense = make_model(variant)
-        pruned = export_pruned_model(dense, uneven_structure(dense)).eval()
+        pruned = export_pruned_model(dense, uneven_structure(dense, hidden=hidden)).eval()
         lora = add_lora(pruned, r=4)
         randomise_lora(lora)
-        shapes = {n: tuple(p.shape) for n, p in lora.named_parameters() if "lora_B" in n and "layers.0.mlp.fc1" in n}
-        assert list(shapes.values()) == [(37, 4)]  # LoRA sits at the pruned shape
+        shapes = {n: tuple(p.shape) for n, p in lora.named_parameters() if "lora_" in n and "layers.0.mlp.fc1" in n}
+        assert sorted(shapes.values()) == [(4, 29 if hidden else 48), (37, 4)]  # LoRA sits at the pruned shapes
         with torch.no_grad():
             expected = lora(pixel_values).logits
             merged = merge_lora(lora)
             got = merged(pixel_values).logits
         assert type(merged) is GOHSPViTForImageClassification
         assert not any("lora" in name for name in merged.state_dict())
-        assert (expected - pruned_logits(dense, pixel_values)).abs().max() > 1e-3  # the adapters did something
+        assert (expected - pruned_logits(dense, pixel_values, hidden)).abs().max() > 1e-3  # the adapters did something
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def pruned_logits(dense, x):
+def pruned_logits(dense, x, hidden=False):
     with torch.no_grad():
-        return export_pruned_model(dense, uneven_structure(dense)).eval()(x).logits
+        return export_pruned_model(dense, uneven_structure(dense, hidden=hidden)).eval()(x).logits
 
 
 def test_finetune_with_lora_saves_a_plain_model(tmp_path):

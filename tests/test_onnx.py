@@ -10,10 +10,10 @@ from gohsp_hf import export_pruned_model
 from gohsp_hf.onnx_export import export_onnx
 
 
-@pytest.mark.parametrize("variant", ["vit", "deit_with_teacher"])
-def test_onnx_logits_equal_pytorch(variant, tmp_path):
+@pytest.mark.parametrize("variant, hidden", [("vit", False), ("deit_with_teacher", False), ("deit", True)])
+def test_onnx_logits_equal_pytorch(variant, hidden, tmp_path):
     dense = make_model(variant)
-    pruned = export_pruned_model(dense, uneven_structure(dense)).eval()
+    pruned = export_pruned_model(dense, uneven_structure(dense, hidden=hidden)).eval()
     result = export_onnx(pruned, tmp_path / "model.onnx")
     assert result["max_abs_diff"] < 1e-4
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])

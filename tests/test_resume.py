@@ -73,15 +73,15 @@ def test_resume_under_two_processes(interrupt, tmp_path):
                   str(REPO / "examples" / "accelerate_configs" / "cpu_2proc.yaml"))  # fmt: skip
     full = tmp_path / "full"
     full.mkdir()
-    run_script(full, launcher=accelerate)
+    run_script(full, "--hidden", launcher=accelerate)  # the residual width pruned too
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
-    run_script(interrupted, "--interrupt", interrupt, launcher=accelerate)
-    run_script(interrupted, "--resume", launcher=accelerate)
+    run_script(interrupted, "--hidden", "--interrupt", interrupt, launcher=accelerate)
+    run_script(interrupted, "--hidden", "--resume", launcher=accelerate)
     both = ranks(full, 2) + ranks(interrupted, 2)
     assert all(r["world_size"] == 2 and r["status"] == "finished" for r in both)
     assert len({r["weights_sha256"] for r in both}) == 1
-    assert all(r["structure"] == both[0]["structure"] for r in both)
+    assert all(r["structure"] == both[0]["structure"] for r in both) and "hidden" in both[0]["structure"]
 
 
 def test_sigkill_in_the_admm_stage_then_resume(tmp_path):

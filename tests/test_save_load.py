@@ -17,9 +17,9 @@ from gohsp_hf import PrunedStructure, apply_masks, export_pruned_model, save_pru
 IMAGES = 32
 
 
-def saved_pruned(tmp_path, variant="deit_with_teacher"):
+def saved_pruned(tmp_path, variant="deit_with_teacher", hidden=False):
     dense = make_model(variant)
-    structure = uneven_structure(dense)
+    structure = uneven_structure(dense, hidden=hidden)
     pruned = export_pruned_model(apply_masks(dense, structure), structure, provenance={"method": "hand-made"})
     processor = ViTImageProcessor(size={"height": IMAGES, "width": IMAGES})
     path = save_pruned_model(pruned, tmp_path / "pruned", image_processor=processor, structure=structure)
@@ -56,8 +56,9 @@ def test_reload_in_process_without_trust_remote_code(tmp_path, pixel_values):
         torch.testing.assert_close(reloaded(pixel_values).logits, pruned.eval()(pixel_values).logits, atol=0, rtol=0)
 
 
-def test_reload_in_a_process_that_cannot_import_gohsp_hf(tmp_path, pixel_values):
-    pruned, _, path = saved_pruned(tmp_path)
+@pytest.mark.parametrize("hidden", [False, True])
+def test_reload_in_a_process_that_cannot_import_gohsp_hf(hidden, tmp_path, pixel_values):
+    pruned, _, path = saved_pruned(tmp_path, hidden=hidden)
     torch.save(pixel_values, tmp_path / "x.pt")
     with torch.no_grad():
         expected = pruned.eval()(pixel_values).logits
@@ -102,8 +103,9 @@ def test_reload_in_a_process_that_cannot_import_gohsp_hf(tmp_path, pixel_values)
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, atol=1e-6, rtol=1e-5)
 
 
-def test_pipeline_without_gohsp_hf(tmp_path):
-    pruned, _, path = saved_pruned(tmp_path, variant="vit")
+@pytest.mark.parametrize("hidden", [False, True])
+def test_pipeline_without_gohsp_hf(hidden, tmp_path):
+    pruned, _, path = saved_pruned(tmp_path, variant="vit", hidden=hidden)
     image = Image.new("RGB", (50, 40), color=(120, 30, 200))
     processor = ViTImageProcessor(size={"height": IMAGES, "width": IMAGES})
     with torch.no_grad():

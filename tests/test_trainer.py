@@ -314,3 +314,51 @@ def test_checkpoints_are_pushed_only_when_asked(tmp_path):
     assert checkpoint_patterns(gohsp_args(tmp_path)) == []
     patterns = checkpoint_patterns(gohsp_args(tmp_path, hub_strategy="all_checkpoints"))
     assert "admm/checkpoint-*/*" in patterns and "finetune/checkpoint-*/*" in patterns
+
+
+def test_admm_schedule_follows_the_stage_length(dense_dir, tmp_path):
+    """`admm_updates` updates over the stage, rho from `rho` to `rho_max` at the last one."""
+    args = gohsp_args(tmp_path / "out", admm_max_steps=40, admm_update_steps=None, admm_updates=4,
+                      finetune_max_steps=4, logging_steps=5, rho=0.05, rho_max=1.0)  # fmt: skip
+    trainer = GOHSPTrainer(model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN)
+    trainer.train()
+    schedule = trainer.results["admm_schedule"]
+    assert schedule["update_steps"] == 10 and schedule["stage_steps"] == 40
+    assert schedule["rho_growth"] == pytest.approx(20 ** (1 / 4))
+    rhos = [log["admm_rho"] for log in trainer.results["log_history"]["admm"] if "admm_rho" in log]
+    assert len(rhos) == 1 + 4 and rhos[-1] == pytest.approx(1.0)  # the starting point, then every update
+
+
+def test_residual_width_is_allocated_exported_and_reported(dense_dir, tmp_path):
+    args = gohsp_args(tmp_path / "out", target_sparsity=0.6, prune_hidden_size=True, hidden_sparsity=0.25,
+                      admm_max_steps=40, admm_update_steps=10, finetune_max_steps=10)  # fmt: skip
+    trainer = GOHSPTrainer(
+        model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN,
+        eval_dataset=EVAL, compute_metrics=accuracy,
+    )  # fmt: skip
+    trainer.train()
+    results = trainer.results
+    assert abs(results["achieved_sparsity"] - 0.6) < 0.005
+    assert results["hidden_size"] == trainer.model.config.hidden_size == len(trainer.structure.hidden) == 36
+    assert trainer.model.config.layer_norm_hidden_size == 48  # exact export: the dense statistics
+    for key in ("before_hard_prune", "after_hard_prune", "pruned"):
+        assert 0 <= results[key]["accuracy"] <= 1
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "out").eval()
+    x = EVAL.pixel_values[:8]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x).logits, trainer.model.eval()(x).logits, atol=1e-6, rtol=1e-5)
+
+
+def test_gohsp_without_soft_pruning_fine_tunes_for_both_stages(dense_dir, tmp_path):
+    args = gohsp_args(tmp_path / "out", soft_pruning="none", admm_max_steps=20, finetune_max_steps=10)
+    trainer = GOHSPTrainer(model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN)
+    trainer.train()
+    assert list(trainer.results["log_history"]) == ["finetune"]
+    assert trainer.results["log_history"]["finetune"][-1]["step"] == 30
+    assert abs(trainer.results["achieved_sparsity"] - 0.5) < 0.005
+
+
+def test_methods_that_cannot_prune_the_residual_width_say_so(tmp_path):
+    args = gohsp_args(tmp_path / "out", method="somp", prune_hidden_size=True)
+    with pytest.raises(ValueError, match="prune_hidden_size is not supported by method 'somp'"):
+        GOHSPTrainer(model=make_model("vit", num_labels=10), args=args, train_dataset=TRAIN)

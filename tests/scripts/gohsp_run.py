@@ -1,6 +1,6 @@
 """A small GOHSP run on digits for the process-level tests; writes what each rank ended with.
 
-    python tests/scripts/gohsp_run.py OUT [--interrupt STAGE:STEP] [--resume] [--method gohsp] [--admm_steps N]
+    python tests/scripts/gohsp_run.py OUT [--interrupt STAGE:STEP] [--resume] [--method gohsp] [--admm_steps N] [--hidden]
     accelerate launch --config_file examples/accelerate_configs/cpu_2proc.yaml tests/scripts/gohsp_run.py OUT
 
 `--interrupt admm:14` raises at step 14 of the ADMM stage (after the checkpoint of step 12), as a crash would.
@@ -44,6 +44,7 @@ parser.add_argument("--method", default="gohsp")
 parser.add_argument("--admm_steps", type=int, default=40)
 parser.add_argument("--save_steps", type=int, default=6)
 parser.add_argument("--lora", action="store_true")
+parser.add_argument("--hidden", action="store_true", help="prune residual-stream channels too")
 cli = parser.parse_args()
 
 args = GOHSPConfig(
@@ -65,6 +66,7 @@ args = GOHSPConfig(
     seed=0,
     resume_from_checkpoint="last" if cli.resume else None,
     finetune_with_lora=cli.lora,
+    prune_hidden_size=cli.hidden,
 )
 callbacks = [Interrupt(*cli.interrupt.split(":")[:1], int(cli.interrupt.split(":")[1]))] if cli.interrupt else []
 trainer = GOHSPTrainer(

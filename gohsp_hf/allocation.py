@@ -1,0 +1,182 @@
+"""One allocation of the parameter budget across every group kind: heads, q/k and v dimensions, MLP neurons and,
+optionally, residual-stream channels (docs/method.md, "Budget and allocation").
+
+Starting from the dense structure, groups are removed in rounds, least important per parameter first, until the
+model has lost `target_sparsity` of its parameters. A group's importance is summed from the per-element energies
+of `importance` over the groups still kept (a head's over its kept q/k and v dimensions, a q/k dimension's over
+the kept heads), and its cost is the number of parameters it still holds; both are recomputed after every round,
+so removing heads makes dimensions cheaper and the other way round. Heads compete on the same per-parameter scale
+as every other group: the allocation decides how many each block keeps. Which head of a block goes next can be
+given from outside (`head_order`, e.g. the graph ranking of stage 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .budget import BudgetSolver
+from .groups import BLOCK_KINDS, KINDS, dense_size
+from .importance import GroupImportance
+from .structure import LayerStructure, PrunedStructure
+
+
+@dataclass
+class Candidate:
+    """A chunk of groups that may go next: `size` groups of `kind` in block `layer` (None: residual channels)."""
+
+    value: float  # importance per parameter
+    cost: int  # parameters it holds now
+    layer: int | None
+    kind: str
+    indices: list[int]
+
+
+class Allocation:
+    """The state of one allocation: which groups every block (and the residual stream) keeps.
+
+    Args:
+        solver: the budget (target, minimum sizes, `round_to`, the group table).
+        importance: the scores to rank groups by.
+        head_order: per block, the heads in the order they may be removed (default: least important first).
+        head_mask: fixed heads (True = kept); heads are then not part of the allocation.
+        block_floor: every block keeps at least this fraction of its dense prunable parameters.
+        hidden_sparsity: with residual channels in the layout, remove this fraction of them first (least
+            important first), then allocate the rest of the budget over the other kinds; None: channels compete
+            in the allocation like every other group.
+    """
+
+    def __init__(
+        self,
+        solver: BudgetSolver,
+        importance: GroupImportance,
+        head_order: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        block_floor: float = 0.0,
+        hidden_sparsity: float | None = None,
+    ):
+        dims = solver.dims
+        self.solver, self.importance, self.head_order, self.block_floor = solver, importance, head_order, block_floor
+        self.keep = [
+            {k: torch.ones(dense_size(dims, k), dtype=torch.bool) for k in BLOCK_KINDS} for _ in range(dims.num_layers)
+        ]
+        if head_mask is not None:
+            for layer, keep in enumerate(self.keep):
+                keep["head"] = head_mask[layer].clone().bool()
+        self.kinds = [kind for kind in BLOCK_KINDS if kind != "head" or head_mask is None]
+        self.hidden = torch.ones(dims.hidden_size, dtype=torch.bool) if solver.layout.hidden else None
+        minimum = solver.minimum_sizes([1] * dims.num_layers)[0]
+        self.minimum = minimum | {"hidden": solver.min_hidden}
+        self.hidden_fixed = self.hidden is not None and hidden_sparsity is not None
+        if self.hidden_fixed:
+            self._drop_channels(hidden_sparsity)
+        self.dense_block = solver.parameters_kept([self._dense_block()], None) if block_floor > 0 else 0
+
+    def _drop_channels(self, fraction: float) -> None:
+        """Remove `fraction` of the residual channels (a multiple of `round_to`), least important first."""
+        size, chunk = self.solver.dims.hidden_size, self.solver.round_to
+        keep = max(self.minimum["hidden"], math.ceil(size * (1 - fraction) / chunk) * chunk)
+        order = torch.argsort(self.importance.hidden_scores().double(), stable=True)
+        self.hidden[order[: size - keep]] = False
+
+    def _dense_block(self) -> dict[str, int]:
+        return {k: dense_size(self.solver.dims, k) for k in BLOCK_KINDS}
+
+    # -- sizes and cost ------------------------------------------------------------------------------------------------
+    def sizes(self) -> list[dict[str, int]]:
+        return [{kind: int(mask.sum()) for kind, mask in keep.items()} for keep in self.keep]
+
+    def hidden_size(self) -> int | None:
+        return None if self.hidden is None else int(self.hidden.sum())
+
+    def excess(self) -> int:
+        """Parameters still to remove to meet the budget (<= 0 once it is met)."""
+        return self.solver.parameters_kept(self.sizes(), self.hidden_size()) - self.solver.budget
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def run(self, rounds: int = 50) -> PrunedStructure:
+        """Remove groups until the budget is met, in about `rounds` rounds; return the structure.
+
+        Each round removes the least valuable chunks worth about 1/`rounds` of the parameters to remove, skipping
+        any that would overshoot the budget by more than 0.25% of the model; when nothing else fits, the smallest
+        chunk goes, so the model lands just under the budget.
+        """
+        excess = self.excess()
+        step = max(excess / rounds, 1)
+        tolerance = 0.0025 * self.solver.total
+        while excess > 0:
+            candidates = sorted(self.candidates(), key=lambda c: c.value)
+            if not candidates:
+                raise ValueError(
+                    f"target_sparsity {self.solver.target:.3f} cannot be reached with the minimum sizes; lower it."
+                )
+            removed = 0
+            for candidate in candidates:
+                if removed >= min(step, excess):
+                    break
+                if candidate.cost <= excess - removed + tolerance:
+                    self.remove(candidate)
+                    removed += candidate.cost
+            if not removed:
+                self.remove(min(candidates, key=lambda c: (c.cost, c.value)))
+            excess = self.excess()
+        return self.structure()
+
+    def remove(self, candidate: Candidate) -> None:
+        mask = self.hidden if candidate.layer is None else self.keep[candidate.layer][candidate.kind]
+        mask[candidate.indices] = False
+
+    def structure(self) -> PrunedStructure:
+        layers = [
+            LayerStructure(*(keep[kind.name].nonzero().flatten().tolist() for kind in KINDS.values()))
+            for keep in self.keep
+        ]
+        hidden = None if self.hidden is None else self.hidden.nonzero().flatten().tolist()
+        structure = PrunedStructure(self.solver.dims, layers, hidden)
+        structure.validate()
+        return structure
+
+    # -- candidates ----------------------------------------------------------------------------------------------
+    def candidates(self) -> list[Candidate]:
+        """Every chunk that may go next in this round, with its value and cost at the current sizes."""
+        sizes, hidden = self.sizes(), self.hidden_size()
+        found = []
+        for layer, keep in enumerate(self.keep):
+            costs = self.solver.unit_costs(sizes[layer], hidden)
+            scores = self.importance.block_scores(layer, keep, self.kinds)
+            room = self._block_room(sizes[layer], hidden)
+            for kind in self.kinds:
+                found += self._chunks(layer, kind, scores[kind], costs[kind], room)
+        if self.hidden is not None and not self.hidden_fixed:
+            cost = self.solver.layout.hidden_cost(sizes, hidden)
+            found += self._chunks(None, "hidden", self.importance.hidden_scores(), cost, None)
+        return found
+
+    def _block_room(self, size: dict[str, int], hidden: int | None) -> float | None:
+        """Parameters the block may still lose above its floor (None: no floor)."""
+        if self.block_floor <= 0:
+            return None
+        return self.solver.parameters_kept([size], hidden) - self.block_floor * self.dense_block
+
+    def _chunks(self, layer, kind, scores, cost, room) -> list[Candidate]:
+        mask = self.hidden if layer is None else self.keep[layer][kind]
+        kept = mask.nonzero().flatten()
+        if kind == "head" and self.head_order is not None:
+            order = [h for h in self.head_order[layer].tolist() if mask[h]]
+        else:
+            order = kept[torch.argsort(scores[kept].double(), stable=True)].tolist()
+        chunk = 1 if kind == "head" else self.solver.round_to
+        floor = 1 if kind == "head" else self.minimum[kind]
+        found, spent, start = [], 0, 0
+        while True:
+            size = (len(order) - start) % chunk or chunk  # the first chunk brings the size to a multiple
+            if len(order) - start - size < floor:
+                return found
+            indices, start = order[start : start + size], start + size
+            spent += cost * size
+            if room is not None and spent > room:
+                return found
+            value = scores[indices].double().sum().item() / (cost * size)
+            found.append(Candidate(value, cost * size, layer, kind, indices))

@@ -1,0 +1,105 @@
+"""The joint allocation: it lands on the target, lets heads compete per parameter, and respects every limit."""
+
+import copy
+
+import pytest
+import torch
+from conftest import make_model
+
+from gohsp_hf import BudgetSolver, apply_masks, count_parameters, export_pruned_model
+from gohsp_hf.allocation import Allocation
+from gohsp_hf.groups import Layout
+from gohsp_hf.importance import GroupImportance, norm_importance
+
+
+def random_importance(solver, seed=0):
+    """Random per-element energies on every layout (and the residual channels)."""
+    g, d = torch.Generator().manual_seed(seed), solver.dims
+    blocks = [
+        {
+            ("head", "qk"): torch.rand(1, d.num_heads, d.head_dim, generator=g),
+            ("head", "v"): torch.rand(1, d.num_heads, d.head_dim, generator=g),
+            ("mlp",): torch.rand(1, d.intermediate_size, generator=g),
+        }
+        for _ in range(d.num_layers)
+    ]
+    hidden = torch.rand(1, d.hidden_size, generator=g) if solver.layout.hidden else None
+    return GroupImportance(blocks, hidden)
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("round_to", [1, 4])
+@pytest.mark.parametrize("target", [0.3, 0.6, 0.8])
+def test_lands_on_the_target_and_the_export_has_that_size(hidden, round_to, target):
+    model = make_model("deit", hidden_size=64, num_attention_heads=4, intermediate_size=128)
+    solver = BudgetSolver.from_model(model, target, round_to=round_to, hidden=hidden)
+    structure = Allocation(solver, random_importance(solver)).run()
+    achieved = solver.sparsity(structure)
+    assert target <= achieved < target + 0.005
+    pruned = export_pruned_model(apply_masks(copy.deepcopy(model), structure), structure)
+    assert 1 - count_parameters(pruned) / count_parameters(model) == pytest.approx(achieved, abs=1e-9)
+    for size in structure.sizes():
+        assert size["heads"] >= 1 and size["mlp"] >= 1
+        if round_to > 1:
+            assert size["qk_dim"] % round_to == 0 and size["v_dim"] % round_to == 0 and size["mlp"] % round_to == 0
+    assert (structure.hidden is not None) == hidden
+    if hidden and round_to > 1:
+        assert structure.hidden_size % round_to == 0
+
+
+def test_heads_compete_per_parameter():
+    """Worthless heads go first; with every head worth a lot, no head goes (dimensions are cheaper)."""
+    model = make_model("vit")
+    solver = BudgetSolver.from_model(model, 0.3)
+    importance = random_importance(solver)
+    importance.blocks[1][("head", "qk")][0, 2] = 0
+    importance.blocks[1][("head", "v")][0, 2] = 0
+    structure = Allocation(solver, importance).run()
+    assert 2 not in structure.layers[1].heads
+    for block in importance.blocks:
+        for layout in (("head", "qk"), ("head", "v")):
+            block[layout] += 10.0  # every head now far more important per parameter than any neuron
+    structure = Allocation(solver, importance).run()
+    assert all(size["heads"] == 3 for size in structure.sizes())
+
+
+def test_head_order_decides_which_heads_go():
+    model = make_model("vit")
+    solver = BudgetSolver.from_model(model, 0.7)
+    importance = random_importance(solver)
+    for block in importance.blocks:
+        for layout in (("head", "qk"), ("head", "v")):
+            block[layout] *= 1e-3  # heads are the cheapest groups to remove
+    order = torch.tensor([[2, 0, 1], [1, 2, 0], [0, 1, 2]])
+    structure = Allocation(solver, importance, head_order=order).run()
+    for layer, kept in zip(order.tolist(), structure.layers):
+        removed = 3 - len(kept.heads)
+        assert removed >= 1 and kept.heads == sorted(layer[removed:])
+
+
+def test_fixed_heads_and_block_floor():
+    model = make_model("vit")
+    solver = BudgetSolver.from_model(model, 0.5)
+    mask = torch.tensor([[True, False, True], [True, True, True], [False, False, True]])
+    importance = random_importance(solver)
+    importance.blocks[0][("mlp",)] *= 1e-4  # block 0's neurons are worth nothing...
+    structure = Allocation(solver, importance, head_mask=mask).run()
+    assert [layer.heads for layer in structure.layers] == [[0, 2], [0, 1, 2], [2]]
+    assert structure.sizes()[0]["mlp"] == 1  # ...so all but one go
+    floored = Allocation(solver, importance, head_mask=mask, block_floor=0.3).run()
+    layout, dense = solver.layout, {"head": 3, "qk": 16, "v": 16, "mlp": 96}
+    for size in floored.sizes():
+        kept = {"head": size["heads"], "qk": size["qk_dim"], "v": size["v_dim"], "mlp": size["mlp"]}
+        assert layout.kept_parameters([kept]) >= 0.3 * layout.kept_parameters([dense])
+    assert abs(solver.sparsity(floored) - 0.5) < 0.005
+
+
+def test_norm_allocation_of_a_masked_model_keeps_its_structure():
+    """Zeroed groups have zero importance, so a second allocation at the same target keeps the same structure."""
+    model = make_model("vit")
+    solver = BudgetSolver.from_model(model, 0.5, hidden=True)
+    layout = Layout.from_model(model, hidden=True)
+    first = Allocation(solver, norm_importance(layout.parameters(model), layout)).run()
+    masked = apply_masks(copy.deepcopy(model), first)
+    second = Allocation(solver, norm_importance(layout.parameters(masked), layout)).run()
+    assert second == first
