@@ -12,7 +12,8 @@ setup(
     packages=find_packages(include=["gohsp_hf", "gohsp_hf.*"]),
     python_requires=">=3.10",
     install_requires=[
-        # Install torch first (`pip install torch==2.13.0` for the CPU build) so pip does not pull a CUDA build.
+        # Install torch first (`pip install torch==2.14.1 torchvision==0.29.1`, both on this machine's disk) so pip
+        # does not download another build.
         "torch>=2.4",
         "transformers>=5,<6",
         "accelerate>=1.0",
@@ -27,7 +28,10 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx", "onnxscript", "onnxruntime"],
+        # examples/run_gohsp.py: training/evaluation transforms, RandAugment, MixUp/CutMix (torchvision.transforms.v2)
+        "examples": ["torchvision>=0.16"],
         "dev": [
+            "torchvision>=0.16",
             "pytest>=8",
             "ruff",
             "scikit-learn",

@@ -32,6 +32,7 @@ import torch
 import transformers
 from datasets import ClassLabel, DatasetDict, Image, load_dataset
 from PIL import Image as PILImage
+from torchvision.transforms import v2
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -44,6 +45,7 @@ from transformers import (
 )
 
 from gohsp_hf import SUPPORTED_MODELS, GOHSPConfig, GOHSPTrainer
+from gohsp_hf.batch_mixing import BatchMixingMixin
 from gohsp_hf.checkpointing import check_output_dir
 
 logger = logging.getLogger(__name__)
@@ -109,11 +111,72 @@ class DataTrainingArguments:
                 raise ValueError(f"--{name} must be at least 1, got {value}.")
 
 
+@dataclass
+class AugmentationArguments:
+    """How training images are augmented (evaluation images are resized and center-cropped, never augmented)."""
+
+    recipe: str | None = field(
+        default=None,
+        metadata={
+            "help": "`deit`: DeiT's fine-tuning augmentation (RandAugment m9 n2, MixUp 0.8, CutMix 1.0, label "
+            "smoothing 0.1, random erasing 0.25, weight decay 0.05) for every value not given explicitly."
+        },
+    )
+    random_resized_crop_min_scale: float = field(
+        default=0.08, metadata={"help": "Smallest area fraction RandomResizedCrop keeps (torchvision's default)."}
+    )
+    horizontal_flip: bool = field(
+        default=True, metadata={"help": "Random horizontal flips; --no_horizontal_flip where they are wrong."}
+    )
+    rand_augment: bool = field(default=False, metadata={"help": "Apply torchvision's RandAugment."})
+    rand_augment_num_ops: int = field(default=2, metadata={"help": "RandAugment: operations per image."})
+    rand_augment_magnitude: int = field(default=9, metadata={"help": "RandAugment: magnitude, 0 to 30."})
+    random_erasing: float = field(default=0.0, metadata={"help": "Probability of RandomErasing per image."})
+    mixup_alpha: float = field(default=0.0, metadata={"help": "MixUp's Beta(alpha, alpha) per batch (0: off)."})
+    cutmix_alpha: float = field(default=0.0, metadata={"help": "CutMix's Beta(alpha, alpha) per batch (0: off)."})
+
+    def __post_init__(self):
+        if self.recipe not in (None, *RECIPES):
+            raise ValueError(f"--recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}.")
+        if not 0 <= self.random_erasing <= 1:
+            raise ValueError(f"--random_erasing is a probability in [0, 1], got {self.random_erasing}.")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError("--mixup_alpha and --cutmix_alpha must be >= 0.")
+
+
+# DeiT (Touvron et al. 2021, Table 9; timm's `rand-m9-mstd0.5-inc1`, mixup 0.8, cutmix 1.0, smoothing 0.1, reprob
+# 0.25, weight decay 0.05): applied to the arguments a user left at their defaults.
+RECIPES = {
+    "deit": {
+        "rand_augment": True,
+        "rand_augment_num_ops": 2,
+        "rand_augment_magnitude": 9,
+        "mixup_alpha": 0.8,
+        "cutmix_alpha": 1.0,
+        "random_erasing": 0.25,
+        "label_smoothing_factor": 0.1,
+        "weight_decay": 0.05,
+    }
+}
+
+
 def parse_args(argv: list[str]):
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, GOHSPConfig))
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, AugmentationArguments, GOHSPConfig))
     if argv and argv[0].endswith(".json"):  # a JSON config, then optional overrides
         argv = [*_json_to_argv(json.loads(Path(argv[0]).read_text())), *argv[1:]]
-    return parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, augment_args, args = parser.parse_args_into_dataclasses(args=argv)
+    apply_recipe(augment_args, args, argv)
+    return model_args, data_args, augment_args, args
+
+
+def apply_recipe(augment_args: AugmentationArguments, args: GOHSPConfig, argv: list[str]) -> None:
+    """Set the recipe's values on every argument the command line did not set itself."""
+    if augment_args.recipe is None:
+        return
+    given = {arg.split("=")[0].removeprefix("--") for arg in argv if arg.startswith("--")}
+    for name, value in RECIPES[augment_args.recipe].items():
+        if name not in given and f"no_{name}" not in given:
+            setattr(augment_args if hasattr(augment_args, name) else args, name, value)
 
 
 def _json_to_argv(config: dict) -> list[str]:
@@ -187,17 +250,53 @@ def label_names(dataset, label_column: str) -> list[str]:
     return [str(v) for v in sorted(set(dataset["train"][label_column]))]
 
 
-def make_transform(processor, image_column: str, label_column: str, names: list[str], num_channels: int):
+def image_size(processor) -> tuple[int, int]:
+    """(height, width) the model takes, from the image processor (`size` or `crop_size`)."""
+    size = getattr(processor, "crop_size", None) or processor.size
+    if "height" in size:
+        return size["height"], size["width"]
+    return size["shortest_edge"], size["shortest_edge"]
+
+
+def image_transforms(processor, augment: AugmentationArguments) -> tuple[v2.Compose, v2.Compose]:
+    """(train, eval) torchvision transforms from the processor's size, mean and std.
+
+    Train: RandomResizedCrop, RandomHorizontalFlip, optionally RandAugment, then RandomErasing on the normalised
+    tensor. Eval: Resize and CenterCrop, as transformers' `run_image_classification.py` does.
+    """
+    size = image_size(processor)
+    normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(processor.image_mean, processor.image_std)]
+    train = [v2.ToImage(), v2.RandomResizedCrop(size, scale=(augment.random_resized_crop_min_scale, 1.0))]
+    if augment.horizontal_flip:
+        train.append(v2.RandomHorizontalFlip())
+    if augment.rand_augment:
+        train.append(v2.RandAugment(num_ops=augment.rand_augment_num_ops, magnitude=augment.rand_augment_magnitude))
+    train += normalize
+    if augment.random_erasing > 0:
+        train.append(v2.RandomErasing(p=augment.random_erasing))
+    evaluation = [v2.ToImage(), v2.Resize(size), v2.CenterCrop(size), *normalize]
+    return v2.Compose(train), v2.Compose(evaluation)
+
+
+def batch_transform(augment: AugmentationArguments, num_labels: int):
+    """MixUp and/or CutMix on training batches (one of the two per batch when both are on), or None."""
+    mixes = []
+    if augment.mixup_alpha > 0:
+        mixes.append(v2.MixUp(alpha=augment.mixup_alpha, num_classes=num_labels))
+    if augment.cutmix_alpha > 0:
+        mixes.append(v2.CutMix(alpha=augment.cutmix_alpha, num_classes=num_labels))
+    return (v2.RandomChoice(mixes) if len(mixes) > 1 else mixes[0]) if mixes else None
+
+
+def make_transform(image_transform, image_column: str, label_column: str, names: list[str], num_channels: int):
     """Batch transform: PIL images -> `pixel_values`, labels -> ids (grayscale and RGB both accepted)."""
     mode = "RGB" if num_channels == 3 else "L"
     to_id = {name: i for i, name in enumerate(names)}
 
     def transform(batch):
-        images = [image.convert(mode) for image in batch[image_column]]
-        out = processor(images, return_tensors="pt")
-        labels = batch[label_column]
-        out["labels"] = [label if isinstance(label, int) else to_id[str(label)] for label in labels]
-        return out
+        pixel_values = [image_transform(image.convert(mode)) for image in batch[image_column]]
+        labels = [label if isinstance(label, int) else to_id[str(label)] for label in batch[label_column]]
+        return {"pixel_values": pixel_values, "labels": labels}
 
     return transform
 
@@ -320,7 +419,15 @@ def check_images(dataset, transform) -> None:
         raise ValueError(f"The image processor cannot read the dataset's images: {error}") from error
 
 
-def train_dense(model, args: GOHSPConfig, model_args: ModelArguments, dataset, processor) -> None:
+class DenseTrainer(BatchMixingMixin, Trainer):
+    """The Trainer of the dense stage, with the same batch mixing (MixUp / CutMix) as the pruning stages."""
+
+    def __init__(self, train_batch_transform=None, **kwargs):
+        super().__init__(**kwargs)
+        self.train_batch_transform = train_batch_transform
+
+
+def train_dense(model, args: GOHSPConfig, model_args: ModelArguments, dataset, processor, mixing) -> None:
     dense_args = TrainingArguments(
         output_dir=os.path.join(args.output_dir, "dense"),
         num_train_epochs=model_args.dense_epochs,
@@ -342,19 +449,20 @@ def train_dense(model, args: GOHSPConfig, model_args: ModelArguments, dataset, p
         bf16=args.bf16,
         fp16=args.fp16,
     )
-    trainer = Trainer(
+    trainer = DenseTrainer(
         model=model,
         args=dense_args,
         train_dataset=dataset["train"],
         data_collator=collate,
         processing_class=processor,
+        train_batch_transform=mixing,
     )
     trainer.train()
     trainer.save_model(dense_args.output_dir)  # the dense reference, next to the pruned model
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, args = parse_args(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, augment_args, args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     args.remove_unused_columns = False  # the image column is turned into pixel_values on the fly
@@ -372,21 +480,32 @@ def main(argv: list[str] | None = None) -> dict:
     if resume and model_args.dense_epochs > 0 and (dense_dir / "config.json").exists():
         model_args.model_name_or_path, model_args.dense_epochs = str(dense_dir), 0  # trained before the interruption
     model, processor = load_model(model_args, names)
-    transform = make_transform(processor, image_column, label_column, names, model.config.num_channels)
-    check_images(dataset, transform)
-    dataset = dataset.with_transform(transform)
+    train_images, eval_images = image_transforms(processor, augment_args)
+    channels = model.config.num_channels
+    train_transform = make_transform(train_images, image_column, label_column, names, channels)
+    eval_transform = make_transform(eval_images, image_column, label_column, names, channels)
+    check_images(dataset, eval_transform)
+    # Head ranking and group importance read the training images as evaluation sees them, never augmented.
+    calibration = dataset["train"].with_transform(eval_transform)
+    dataset = DatasetDict(
+        train=dataset["train"].with_transform(train_transform),
+        validation=dataset["validation"].with_transform(eval_transform),
+    )
+    mixing = batch_transform(augment_args, len(names))
 
     if model_args.dense_epochs > 0:
-        train_dense(model, args, model_args, dataset, processor)
+        train_dense(model, args, model_args, dataset, processor, mixing)
     trainer = GOHSPTrainer(
         model=model,
         args=args,
         train_dataset=dataset["train"],
         eval_dataset=dataset["validation"],
+        calibration_dataset=calibration,
         data_collator=collate,
         processing_class=processor,
         compute_metrics=compute_metrics,
         dataset_name=data_args.dataset_name or data_args.train_dir,
+        train_batch_transform=mixing,
     )
     trainer.train(resume_from_checkpoint=resume)
     results = trainer.results

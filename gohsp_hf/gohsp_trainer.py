@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from .batch_mixing import BatchMixingMixin
 from .budget import BudgetSolver
 from .checkpointing import check_output_dir, find_checkpoint, load_state, save_state
 from .counting import compare_speed, model_cost
@@ -46,14 +47,18 @@ RESULTS_FILE = "gohsp_results.json"
 LORA_BASE = "pruned_base"  # output_dir/finetune/pruned_base: the model LoRA adapters are trained on
 
 
-class GOHSPTrainer(Trainer):
+class GOHSPTrainer(BatchMixingMixin, Trainer):
     """Prunes a `ViTForImageClassification` / `DeiTForImageClassification[WithTeacher]` with GOHSP.
 
     Args:
         model: the dense model.
         args: a [`GOHSPConfig`].
-        calibration_dataset: images for head ranking (defaults to `train_dataset`, read in order).
+        calibration_dataset: labelled images for head ranking and group importance (defaults to
+            `train_dataset`, read in order); give it the evaluation transform when training images are augmented.
         dataset_name: the dataset's Hub id or folder, for the model card.
+        train_batch_transform: `(pixel_values, labels) -> (pixel_values, labels)` applied to every training batch
+            of every stage, e.g. MixUp / CutMix (`batch_mixing.BatchMixingMixin`); soft labels flow through the
+            loss, the ADMM penalty and distillation.
         Other arguments are those of `transformers.Trainer`.
 
     Example:
@@ -68,7 +73,13 @@ class GOHSPTrainer(Trainer):
     """
 
     def __init__(
-        self, model: nn.Module, args: GOHSPConfig, calibration_dataset=None, dataset_name: str | None = None, **kwargs
+        self,
+        model: nn.Module,
+        args: GOHSPConfig,
+        calibration_dataset=None,
+        dataset_name: str | None = None,
+        train_batch_transform=None,
+        **kwargs,
     ):
         if not isinstance(args, GOHSPConfig):
             raise ValueError("GOHSPTrainer needs a GOHSPConfig as `args` (it holds the pruning settings).")
@@ -82,6 +93,7 @@ class GOHSPTrainer(Trainer):
         # accumulation steps itself rather than scale by a token count (HF_NOTES item 4).
         self.model_accepts_loss_kwargs = False
         self.calibration_dataset, self.dataset_name = calibration_dataset, dataset_name
+        self.train_batch_transform = train_batch_transform
         self.base_model_name = model.config.name_or_path or None
         self.dims = model_dims(model)
         self.solver = BudgetSolver.from_model(
@@ -167,7 +179,7 @@ class GOHSPTrainer(Trainer):
         self.results["kept_heads"] = [layer.heads for layer in self.structure.layers]
         pruned = export_pruned_model(model, self.structure, provenance, args.hidden_layer_norm).to(model.device)
         if self.is_world_process_zero():  # only the main process reports; the masked model times like the dense one
-            self.results["speed"] = compare_speed(model, pruned, batch_size=min(args.per_device_eval_batch_size, 32))
+            self.results["speed"] = compare_speed(model, pruned)
         self._use_model(pruned)
         return self.structure
 

@@ -3,12 +3,14 @@
 import importlib.util
 import io
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 from sklearn.datasets import load_digits
@@ -94,12 +96,13 @@ def test_cli_runs_the_whole_pipeline(tmp_path):
 
 def test_json_config_with_overrides():
     cli = load_cli()
-    model_args, data_args, args = cli.parse_args(
+    model_args, data_args, _, args = cli.parse_args(
         [str(REPO / "examples" / "configs" / "fashion_mnist_tiny.json"), "--target_sparsity", "0.3"]
     )
     assert args.target_sparsity == 0.3 and model_args.model_type == "vit" and data_args.dataset_name
-    _, _, args = cli.parse_args(["--model", "some/model", "--dataset_name", "x", "--output_dir", "o"])
-    assert args.head_sparsity == 0.25
+    _, _, augment, args = cli.parse_args(["--model", "some/model", "--dataset_name", "x", "--output_dir", "o"])
+    assert args.head_sparsity is None  # heads compete in the allocation
+    assert augment.horizontal_flip and not augment.rand_augment and augment.mixup_alpha == 0
 
 
 def run_main(tmp_path, *extra):
@@ -234,9 +237,10 @@ def test_rgb_images_for_a_grayscale_model():
     from transformers import ViTImageProcessorPil
 
     processor = ViTImageProcessorPil(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5])
-    transform = cli.make_transform(processor, "img", "label", ["a", "b"], num_channels=1)
-    out = transform({"img": [PILImage.new("RGB", (10, 12), (200, 10, 10))], "label": [1]})
-    assert tuple(out["pixel_values"][0].shape) == (1, 8, 8) and out["labels"] == [1]
+    for images in cli.image_transforms(processor, cli.AugmentationArguments()):  # train and eval
+        transform = cli.make_transform(images, "img", "label", ["a", "b"], num_channels=1)
+        out = transform({"img": [PILImage.new("RGB", (10, 12), (200, 10, 10))], "label": [1]})
+        assert tuple(out["pixel_values"][0].shape) == (1, 8, 8) and out["labels"] == [1]
 
 
 def test_errors_print_one_line_without_traceback(tmp_path):
@@ -249,3 +253,82 @@ def test_errors_print_one_line_without_traceback(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "run_gohsp.py: error: target_sparsity must be a fraction in (0, 1), got 1.5."
     )
+
+
+# ---------------------------------------------------------------------------------------------------- augmentation
+def augment_args(**overrides):
+    cli = load_cli()
+    return cli, cli.AugmentationArguments(**overrides)
+
+
+def test_training_transform_is_random_and_evaluation_transform_is_not():
+    from transformers import ViTImageProcessorPil
+
+    cli, augment = augment_args(rand_augment=True, random_erasing=0.5)
+    processor = ViTImageProcessorPil(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    train, evaluation = cli.image_transforms(processor, augment)
+    image = PILImage.fromarray((load_digits().images[0] * 16).astype("uint8")).convert("RGB")
+    assert not torch.equal(train(image), train(image))  # random crops, flips, RandAugment, erasing
+    assert torch.equal(evaluation(image), evaluation(image)) and evaluation(image).shape == (3, 16, 16)
+    assert train(image).shape == (3, 16, 16) and train(image).dtype == torch.float32
+
+
+def test_mixup_and_cutmix_give_soft_labels_that_sum_to_one():
+    cli, augment = augment_args(mixup_alpha=0.8, cutmix_alpha=1.0)
+    mix = cli.batch_transform(augment, num_labels=10)
+    pixels, labels = mix(torch.randn(8, 3, 16, 16), torch.arange(8))
+    assert labels.shape == (8, 10) and labels.is_floating_point()
+    torch.testing.assert_close(labels.sum(1), torch.ones(8))
+    assert cli.batch_transform(cli.AugmentationArguments(), 10) is None
+
+
+def test_deit_recipe_fills_what_was_not_given():
+    cli = load_cli()
+    argv = ["--model_type", "vit", "--dataset_name", "x", "--output_dir", "o", "--recipe", "deit", "--mixup_alpha",
+            "0.2", "--use_cpu"]  # fmt: skip
+    _, _, augment, args = cli.parse_args(argv)
+    assert augment.rand_augment and augment.rand_augment_magnitude == 9 and augment.cutmix_alpha == 1.0
+    assert augment.mixup_alpha == 0.2  # given on the command line: kept
+    assert args.label_smoothing_factor == 0.1 and augment.random_erasing == 0.25 and args.weight_decay == 0.05
+
+
+def test_soft_labels_are_smoothed_once():
+    from gohsp_hf.losses import soft_target_cross_entropy
+
+    logits, labels = torch.randn(6, 5), torch.tensor([0, 3, 1, 4, 2, 2])
+    hard = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
+    soft = soft_target_cross_entropy(logits, torch.nn.functional.one_hot(labels, 5).float(), label_smoothing=0.1)
+    torch.testing.assert_close(soft, hard)  # one-hot soft labels == hard labels, smoothing applied the same way
+
+
+def test_cli_with_the_deit_recipe_and_distillation(tmp_path):
+    """MixUp/CutMix soft labels through the dense stage, ADMM and distillation; the saved model reloads."""
+    data = digits_parquet(tmp_path / "digits")
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    command = [sys.executable, str(SCRIPT), *TINY_MODEL, "--dataset_name", str(data), "--dense_epochs", "1",
+               "--recipe", "deit", "--distillation_alpha", "0.5", "--target_sparsity", "0.4", "--output_dir",
+               str(out), *FAST]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "gohsp_results.json").read_text())
+    losses = [log["loss"] for stage in results["log_history"].values() for log in stage if "loss" in log]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert 0 <= results["pruned"]["accuracy"] <= 1
+    assert AutoModelForImageClassification.from_pretrained(out).config.model_type == "gohsp_vit"
+
+
+def test_ranking_reads_unaugmented_images(tmp_path):
+    """Head ranking and group importance read calibration images with the evaluation transform: the same ranking
+    with and without --rand_augment."""
+    data = digits_parquet(tmp_path / "digits")
+    scores = []
+    for extra in ([], ["--rand_augment", "--random_erasing", "0.5"]):
+        out = tmp_path / f"out{len(extra)}"
+        command = [sys.executable, str(SCRIPT), *TINY_MODEL, "--dataset_name", str(data), "--output_dir", str(out),
+                   "--seed", "0", *FAST, *extra]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                                timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        scores.append(json.loads((out / "gohsp_results.json").read_text())["head_scores"])
+    assert scores[0] == scores[1]
