@@ -51,25 +51,26 @@ def model_cost(model: nn.Module) -> dict[str, int]:
 
 
 @torch.inference_mode()
-def compare_speed(dense: nn.Module, pruned: nn.Module, batch_size: int = 32, repeats: int = 10) -> dict[str, float]:
-    """Median forward time of both models on the same random batch, run in turn (milliseconds), and the speedup."""
-    x = example_pixels(pruned, batch_size)
+def compare_speed(
+    dense: nn.Module, pruned: nn.Module, batch_size: int | None = None, repeats: int = 15, min_ms: float = 30.0
+) -> dict[str, float]:
+    """Median forward time of both models on the same random batch, run in turn (milliseconds), the speedup, and
+    the FLOPs ratio it should be read against.
+
+    Args:
+        batch_size: the batch to time; by default the smallest power of two from 8 (at most 512) at which the dense
+            forward takes `min_ms`: with smaller batches a small model's time is per-operator overhead, and halving
+            its FLOPs changes nothing, which says nothing about the pruning.
+        repeats: timed runs of each model, interleaved so that both see the same machine load.
+    """
     models = {"dense": dense, "pruned": pruned}
     modes = {name: model.training for name, model in models.items()}
-    times = {name: [] for name in models}
     try:
         for model in models.values():
-            for _ in range(2):  # warm-up
-                model.eval()(pixel_values=x)
-        for _ in range(repeats):
-            for name, model in models.items():
-                if x.is_cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                model(pixel_values=x)
-                if x.is_cuda:
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - start)
+            model.eval()
+        batch_size = batch_size or _compute_bound_batch(dense, min_ms)
+        x = example_pixels(pruned, batch_size)
+        times = _interleaved_times(models, x, repeats)
     finally:
         for name, model in models.items():
             model.train(modes[name])
@@ -79,5 +80,35 @@ def compare_speed(dense: nn.Module, pruned: nn.Module, batch_size: int = 32, rep
         "dense_ms": dense_ms,
         "pruned_ms": pruned_ms,
         "speedup": dense_ms / pruned_ms,
+        "flops_ratio": count_flops(dense) / count_flops(pruned),
+        "repeats": repeats,
         "device": str(x.device),
     }
+
+
+def _compute_bound_batch(model: nn.Module, min_ms: float, largest: int = 512) -> int:
+    batch_size = 8
+    while batch_size < largest:
+        x = example_pixels(model, batch_size)
+        model(pixel_values=x)  # warm-up
+        if 1e3 * min(_interleaved_times({"m": model}, x, 3)["m"]) >= min_ms:
+            break
+        batch_size *= 2
+    return batch_size
+
+
+def _interleaved_times(models: dict, x: torch.Tensor, repeats: int) -> dict[str, list[float]]:
+    times = {name: [] for name in models}
+    for model in models.values():
+        for _ in range(2):  # warm-up
+            model(pixel_values=x)
+    for _ in range(repeats):
+        for name, model in models.items():
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(pixel_values=x)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return times

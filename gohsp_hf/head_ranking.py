@@ -1,4 +1,4 @@
-"""GOHSP stage 1: graph-based head ranking (GOHSP_SPEC "Stage 1").
+"""GOHSP stage 1: graph-based head ranking (docs/method.md, "Stage 1").
 
 The heads of a block are the nodes of a graph whose edge weights say how alike their attention maps are on
 calibration images. The stationary distribution of a Markov chain on that graph (PageRank-style damping,

@@ -29,15 +29,21 @@ def summary_table(results: dict) -> str:
     rows.append(("sparsity", "0", f"{results['achieved_sparsity']:.4f} (target {results['target_sparsity']})"))
     if "speed" in results:
         speed = results["speed"]
-        rows.append(
-            (
-                f"ms / batch of {speed['batch_size']}",
-                f"{speed['dense_ms']:.2f}",
-                f"{speed['pruned_ms']:.2f} ({speed['speedup']:.2f}x)",
-            )
-        )
+        rows.append((f"ms / batch of {speed['batch_size']}", f"{speed['dense_ms']:.2f}", speed_note(speed)))
     width = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, width)).rstrip() for row in rows)
+
+
+def speed_note(speed: dict) -> str:
+    """The pruned model's time with the speedup read against the FLOPs ratio, or, when it is not faster, why."""
+    flops = speed.get("flops_ratio")
+    fewer = f"{flops:.2f}x fewer FLOPs" if flops else "fewer FLOPs"
+    if speed["speedup"] >= 1.05:
+        return f"{speed['pruned_ms']:.2f} ({speed['speedup']:.2f}x faster; {fewer})"
+    return (
+        f"{speed['pruned_ms']:.2f} (not faster: {fewer}, but a model this small spends its time on per-operator "
+        f"overhead on this {speed['device']} device)"
+    )
 
 
 def structure_plot(structure: PrunedStructure) -> bytes:

@@ -2,11 +2,15 @@
 
     python notebooks/build.py            # rewrites notebooks/*.ipynb with fresh outputs (about a minute)
 
+Run it after every change to the package: each notebook records a hash of the package's source, and a test fails
+when the committed outputs were made from other code. The runs write their models in notebooks/_run/ (ignored).
+
 Both notebooks run offline on real data (scikit-learn's bundled digits) with a tiny ViT.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -79,20 +83,31 @@ minute: the data are scikit-learn's bundled handwritten digits, the model a tiny
     (
         "markdown",
         """\
-## 2. Rank heads, ADMM, hard prune, fine-tune
+## 2. Rank heads, allocate the budget, hard prune, fine-tune
 
 `GOHSPTrainer` is a `transformers.Trainer`. `train()` ranks the heads of every block with a Markov chain on
-their attention-similarity graph, pulls the weights toward a structured-sparse target with ADMM, removes the
-zeroed heads, dimensions and neurons for real, fine-tunes, and saves the pruned model.""",
+their attention-similarity graph, scores every head, q/k and v dimension, MLP neuron and residual channel on
+calibration batches (empirical Fisher), spends the parameter budget where it costs the least (rescored in
+10 steps), removes those structures for real, fine-tunes, and saves the pruned model. `soft_pruning="admm"`
+trains toward the structure with ADMM first (the paper's stage 2; `look_inside.ipynb` shows it).
+
+Fine-tuning here uses DeiT's batch mixing: MixUp or CutMix on every training batch (`train_batch_transform`,
+soft labels through the loss) and label smoothing 0.1. The CLI's `--recipe deit` sets these together with
+RandAugment, random erasing and weight decay; accuracy is always measured on unmixed test images.""",
     ),
     (
         "code",
         """\
-args = gohsp_hf.GOHSPConfig("digits-gohsp-50", target_sparsity=0.5, admm_max_steps=300, admm_update_steps=100,
-                            finetune_max_steps=100, learning_rate=3e-3, per_device_train_batch_size=32,
-                            ranking_samples=256, logging_steps=50, overwrite_output_dir=True, **quiet)
+from torchvision.transforms import v2
+
+mix = v2.RandomChoice([v2.MixUp(alpha=0.8, num_classes=10), v2.CutMix(alpha=1.0, num_classes=10)])
+args = gohsp_hf.GOHSPConfig("digits-gohsp-50", target_sparsity=0.5, admm_max_steps=300, finetune_max_steps=100,
+                            learning_rate=3e-3, per_device_train_batch_size=32, label_smoothing_factor=0.1,
+                            ranking_samples=256, importance_samples=256, logging_steps=50,
+                            overwrite_output_dir=True, **quiet)
 trainer = gohsp_hf.GOHSPTrainer(model=dense, args=args, train_dataset=train, eval_dataset=test,
-                                data_collator=collate, processing_class=processor, compute_metrics=accuracy)
+                                data_collator=collate, processing_class=processor, compute_metrics=accuracy,
+                                train_batch_transform=mix)
 trainer.train();  # the last lines of the log are the dense/pruned summary""",
     ),
     ("markdown", "## 3. Reload it as an ordinary Auto model, and predict with `pipeline`"),
@@ -176,11 +191,19 @@ plt.legend()
 plt.title("Markov chain convergence")
 print("iterations per block:", ranking.iterations)""",
     ),
-    ("markdown", "## ADMM, then the per-block structure it settled on"),
+    (
+        "markdown",
+        """\
+## ADMM, then the per-block structure it settled on
+
+By default GOHSP prunes at once and fine-tunes (that measured best at equal epochs); `soft_pruning="admm"`
+first trains toward the structure with the paper's ADMM penalty, re-deciding the structure at each of
+`admm_updates` updates while rho grows to `rho_max`.""",
+    ),
     (
         "code",
         """\
-args = gohsp_hf.GOHSPConfig("digits-look-inside", target_sparsity=0.5, admm_max_steps=300, admm_update_steps=50,
+args = gohsp_hf.GOHSPConfig("digits-look-inside", target_sparsity=0.5, soft_pruning="admm", admm_max_steps=300,
                             finetune_max_steps=60, learning_rate=3e-3, per_device_train_batch_size=32,
                             ranking_samples=256, logging_steps=10, overwrite_output_dir=True, **quiet)
 trainer = gohsp_hf.GOHSPTrainer(model=dense, args=args, train_dataset=train, eval_dataset=test,
@@ -209,9 +232,18 @@ ShowImage(filename="digits-look-inside/structure.png")""",
 ]
 
 
+def source_hash() -> str:
+    """sha256 of the package's source and of this file: the outputs of a notebook built from other code are stale."""
+    digest = hashlib.sha256()
+    for path in sorted([*(HERE.parent / "gohsp_hf").glob("*.py"), Path(__file__).resolve()]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def build(name: str, cells: list[tuple[str, str]], execute: bool = True) -> Path:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["gohsp_hf"] = {"source_sha256": source_hash()}  # tests/test_notebooks.py compares it
     notebook.cells = [
         nbformat.v4.new_markdown_cell(text) if kind == "markdown" else nbformat.v4.new_code_cell(text)
         for kind, text in cells

@@ -1,5 +1,6 @@
-"""The notebooks are committed with outputs, and they still run (executed here with nbclient)."""
+"""The notebooks are committed with outputs made by the current code, and they still run (nbclient)."""
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -8,6 +9,22 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def source_hash() -> str:
+    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    return build.source_hash()
+
+
+@pytest.mark.parametrize("name", ["quickstart", "look_inside"])
+def test_committed_outputs_come_from_the_current_code(name):
+    recorded = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).metadata.get("gohsp_hf", {})
+    assert recorded.get("source_sha256") == source_hash(), (
+        f"notebooks/{name}.ipynb shows outputs of other code than gohsp_hf's current source: run "
+        "`python notebooks/build.py` and commit the notebooks"
+    )
 
 
 @pytest.mark.parametrize("name", ["quickstart", "look_inside"])

@@ -10,7 +10,7 @@ from gohsp_hf import GOHSPConfig, GOHSPTrainer
 
 
 def test_progress_banners_summary_and_tensorboard(tmp_path, capsys):
-    args = GOHSPConfig(str(tmp_path / "out"), use_cpu=True, report_to=["tensorboard"], admm_max_steps=8,
+    args = GOHSPConfig(str(tmp_path / "out"), use_cpu=True, report_to=["tensorboard"], soft_pruning="admm", admm_max_steps=8,
                        admm_update_steps=2, finetune_max_steps=4, logging_steps=2, per_device_train_batch_size=16,
                        ranking_samples=48, save_strategy="no", disable_tqdm=False)  # fmt: skip
     records = []
@@ -35,3 +35,24 @@ def test_progress_banners_summary_and_tensorboard(tmp_path, capsys):
             scalars.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
     assert {"train/admm_residual", "train/admm_rho", "train/admm_sparsity", "train/loss"} <= set(scalars)
     assert len(scalars["train/admm_residual"]) >= 3
+
+
+def test_speed_is_timed_where_the_model_is_compute_bound_and_read_against_flops():
+    from conftest import uneven_structure
+
+    from gohsp_hf import export_pruned_model
+    from gohsp_hf.counting import compare_speed
+
+    dense = make_model("vit")
+    speed = compare_speed(dense, export_pruned_model(dense, uneven_structure(dense)), repeats=3, min_ms=2.0)
+    assert speed["batch_size"] in (8, 16, 32, 64, 128, 256, 512) and speed["flops_ratio"] > 1.5
+    assert speed["dense_ms"] >= 2.0 or speed["batch_size"] == 512  # the batch where the dense forward took 2 ms
+
+
+def test_the_speed_line_says_why_a_small_model_is_not_faster():
+    from gohsp_hf.model_card import speed_note
+
+    fast = speed_note({"speedup": 1.8, "flops_ratio": 2.0, "pruned_ms": 5.0, "device": "cpu"})
+    assert fast == "5.00 (1.80x faster; 2.00x fewer FLOPs)"
+    slow = speed_note({"speedup": 0.98, "flops_ratio": 2.0, "pruned_ms": 5.0, "device": "cpu"})
+    assert "not faster: 2.00x fewer FLOPs, but a model this small" in slow and "0.98" not in slow
