@@ -28,9 +28,9 @@ class GOHSPConfig(TrainingArguments):
         method (`str`, defaults to `"gohsp"`): `gohsp`; `gohsp_paper`, the paper's split (graph-ranked heads at
             half the target, weight-norm columns, ADMM every 100 steps); or a baseline: `somp`, `sgmp`, `random`.
         target_sparsity (`float`, defaults to `0.5`): fraction of the whole model's parameters to remove.
-        importance (`str`, defaults to `"taylor"`): how groups are scored for the allocation: `taylor`
-            (|w * dL/dw| on calibration batches), `fisher` (squared first-order change of the loss per batch),
-            or `norm` (squared weight norm).
+        importance (`str`, defaults to `"fisher"`): how groups are scored for the allocation: `fisher` (the
+            squared first-order change of the loss when the whole group goes, per calibration batch), `taylor`
+            (|w * dL/dw| on calibration batches) or `norm` (squared weight norm, the paper's projection).
         importance_samples (`int`, defaults to `512`), importance_batch_size (`int`, defaults to `64`): the
             calibration images (from the training set, unshuffled) those scores are estimated on.
         importance_steps (`int`, defaults to `10`): a one-shot allocation (and ADMM's first projection) reaches
@@ -38,10 +38,13 @@ class GOHSPConfig(TrainingArguments):
         head_sparsity (`float`, *optional*): remove this fraction of all heads in stage 1, before the budget is
             allocated (the paper's split). Default: for `gohsp` heads compete in the allocation like every other
             group; for `gohsp_paper` and the baselines, `target_sparsity / 2`.
-        prune_hidden_size (`bool`, defaults to `False`): also prune residual-stream channels (the model's
-            `hidden_size`: embeddings, every layer norm and block, the classifier), beyond the paper.
+        prune_hidden_size (`bool`, *optional*): also prune residual-stream channels (the model's `hidden_size`:
+            embeddings, every layer norm and block, the classifier), beyond the paper. Default: on for `gohsp`,
+            off for the other methods (which cannot).
         hidden_sparsity (`float`, *optional*): with `prune_hidden_size`, remove this fraction of the residual
-            channels before the rest of the allocation; default: they compete in the allocation.
+            channels (lowest score first) before the rest of the budget is allocated. Default:
+            `1 - sqrt(1 - target_sparsity)`, the fraction a uniform cut of every width would remove (0.37 at 60%,
+            0.55 at 80%). Channels left to compete per parameter are never chosen: each feeds every block.
         hidden_layer_norm (`str`, defaults to `"dense_statistics"`): with `prune_hidden_size`, whether the pruned
             model's layer norms keep the dense model's statistics (`dense_statistics`: the export is exact) or
             become plain layer norms over the kept channels (`plain`).
@@ -64,10 +67,11 @@ class GOHSPConfig(TrainingArguments):
 
         > Stage 2: the pruning stage
 
-        soft_pruning (`str`, defaults to `"admm"`): for `gohsp`, `admm` trains toward the structure (re-allocated at
-            every update) before the hard prune; `gradual_admm` does so with a target that rises on the cubic
-            schedule to `target_sparsity` at 3/4 of the updates; `none` prunes at once and fine-tunes for the
-            stage's epochs instead.
+        soft_pruning (`str`, defaults to `"none"`): for `gohsp`, `none` prunes at once (after `importance_steps`
+            rescored allocations) and fine-tunes for the stage's epochs too; `admm` trains toward the structure
+            (re-allocated at every update) for `admm_epochs` before the hard prune; `gradual_admm` does so with a
+            target that rises on the cubic schedule to `target_sparsity` at 3/4 of the updates. At equal epochs
+            `none` measured best (docs/method.md, "Why these defaults"). `gohsp_paper` always runs ADMM.
         admm_epochs (`float`, defaults to `1.0`), admm_max_steps (`int`, defaults to `-1`): the stage's length.
         admm_updates (`int`, defaults to `20`): Z/U updates (and re-allocations) over the stage, whatever its
             length; the interval between them is the stage's steps divided by this.
@@ -99,7 +103,7 @@ class GOHSPConfig(TrainingArguments):
         default=0.5, metadata={"help": "Fraction of the whole model's parameters to remove, in (0, 1)."}
     )
     importance: str = field(
-        default="taylor", metadata={"help": f"How groups are scored for the allocation: {IMPORTANCES}."}
+        default="fisher", metadata={"help": f"How groups are scored for the allocation: {IMPORTANCES}."}
     )
     importance_samples: int = field(default=512, metadata={"help": "Calibration images for the group scores."})
     importance_batch_size: int = field(default=64, metadata={"help": "Batch size of those calibration images."})
@@ -113,11 +117,18 @@ class GOHSPConfig(TrainingArguments):
             "compete in the allocation (gohsp), target_sparsity / 2 (gohsp_paper and the baselines)."
         },
     )
-    prune_hidden_size: bool = field(
-        default=False, metadata={"help": "Also prune residual-stream channels (hidden_size), beyond the paper."}
+    prune_hidden_size: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Also prune residual-stream channels (hidden_size), beyond the paper; default: on for gohsp."
+        },
     )
     hidden_sparsity: float | None = field(
-        default=None, metadata={"help": "With prune_hidden_size: remove this fraction of residual channels first."}
+        default=None,
+        metadata={
+            "help": "With prune_hidden_size: remove this fraction of residual channels first; default "
+            "1 - sqrt(1 - target_sparsity)."
+        },
     )
     hidden_layer_norm: str = field(
         default="dense_statistics",
@@ -137,7 +148,7 @@ class GOHSPConfig(TrainingArguments):
     )
     ranking_scope: str = field(default="per_block", metadata={"help": f"Head selection scope: {SCOPES}."})
     soft_pruning: str = field(
-        default="admm", metadata={"help": f"gohsp's pruning stage: {SOFT_PRUNING} (none: prune at once)."}
+        default="none", metadata={"help": f"gohsp's pruning stage: {SOFT_PRUNING} (none: prune at once)."}
     )
     admm_epochs: float = field(default=1.0, metadata={"help": "Epochs of the pruning (ADMM / SGMP) stage."})
     admm_max_steps: int = field(default=-1, metadata={"help": "If > 0, steps of the pruning stage."})
@@ -221,3 +232,5 @@ class GOHSPConfig(TrainingArguments):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.prune_hidden_size is None:  # the method's own default: only gohsp narrows the residual stream
+            self.prune_hidden_size = PRUNING_METHODS[self.method].supports_hidden

@@ -263,14 +263,17 @@ class GOHSP(PruningMethod):
         if target <= 0:
             return PrunedStructure.dense(solver.dims, hidden=solver.layout.hidden)
         fixed_heads = self.trainer.head_mask if self.head_sparsity() is not None else None
-        hidden_sparsity = (
-            None if args.hidden_sparsity is None else args.hidden_sparsity * target / args.target_sparsity
-        )
+        hidden_sparsity = self.hidden_sparsity() * target / args.target_sparsity if args.prune_hidden_size else None
         allocation = Allocation(
             solver.at(target), self.importance(model, tensors), self.head_order, fixed_heads, args.block_floor,
             hidden_sparsity,
         )  # fmt: skip
         return allocation.run()
+
+    def hidden_sparsity(self) -> float:
+        """The fraction of residual channels removed at the full target (default: that of a uniform width cut)."""
+        args = self.args
+        return args.hidden_sparsity if args.hidden_sparsity is not None else 1 - math.sqrt(1 - args.target_sparsity)
 
     def admm_target(self, update: int) -> float:
         """The sparsity Proj aims at after `update` updates: the target throughout (`soft_pruning="admm"`), or

@@ -51,7 +51,7 @@ def pruned_logits(dense, x, hidden=False):
 
 
 def test_finetune_with_lora_saves_a_plain_model(tmp_path):
-    args = GOHSPConfig(str(tmp_path / "out"), admm_max_steps=6, admm_update_steps=3, finetune_max_steps=8,
+    args = GOHSPConfig(str(tmp_path / "out"), soft_pruning="admm", admm_max_steps=6, admm_update_steps=3, finetune_max_steps=8,
                        finetune_with_lora=True, lora_target_modules="q_proj,fc1", per_device_train_batch_size=16,
                        learning_rate=5e-3, use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True)  # fmt: skip
     trainer = GOHSPTrainer(model=make_model("vit", num_labels=10), args=args, train_dataset=DigitsDataset(0, 200))

@@ -103,7 +103,7 @@ def test_sigkill_in_the_admm_stage_then_resume(tmp_path):
 
 def test_checkpoint_weights_load_through_the_key_mapping(tmp_path):
     """transformers 5.24's own resume leaves native ViT weights at their init (HF_NOTES 3); ours must not."""
-    args = GOHSPConfig(str(tmp_path / "out"), admm_max_steps=4, admm_update_steps=2, finetune_max_steps=2,
+    args = GOHSPConfig(str(tmp_path / "out"), soft_pruning="admm", admm_max_steps=4, admm_update_steps=2, finetune_max_steps=2,
                        save_strategy="steps", save_steps=4, per_device_train_batch_size=16, **QUIET)  # fmt: skip
     trainer = GOHSPTrainer(model=make_model("vit", num_labels=10), args=args, train_dataset=DigitsDataset(0, 200))
     trainer.train()
@@ -133,7 +133,7 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     ],
 )
 def test_nan_or_inf_stops_the_run_and_keeps_the_last_checkpoint(overrides, cause, tmp_path):
-    settings = dict(admm_max_steps=12, admm_update_steps=3, finetune_max_steps=4, save_strategy="steps", save_steps=1,
+    settings = dict(soft_pruning="admm", admm_max_steps=12, admm_update_steps=3, finetune_max_steps=4, save_strategy="steps", save_steps=1,
                     per_device_train_batch_size=16, learning_rate=1e-3, **QUIET)  # fmt: skip
     args = GOHSPConfig(str(tmp_path / "out"), **{**settings, **overrides})
     trainer = GOHSPTrainer(model=make_model("vit", num_labels=10), args=args, train_dataset=DigitsDataset(0, 200))

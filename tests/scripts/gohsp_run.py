@@ -52,6 +52,7 @@ args = GOHSPConfig(
     method=cli.method,
     use_cpu=True,
     target_sparsity=0.4,
+    soft_pruning="admm",  # resume and DDP are tested through the stage with the most state
     admm_max_steps=cli.admm_steps,
     admm_update_steps=6,
     finetune_max_steps=18,
