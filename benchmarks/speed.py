@@ -12,25 +12,31 @@ import torch
 
 @torch.inference_mode()
 def time_models(models: dict, batch_sizes=(1, 32), repeats: int = 7, warmup: int = 2) -> dict:
-    """Median forward time (seconds) per model and batch size.
+    """Median forward time (seconds) per model and batch size (models called as `model(pixel_values=x)`)."""
+    config = next(iter(models.values())).config
+    functions = {name: (lambda x, m=model: m(pixel_values=x)) for name, model in models.items()}
+    return time_functions(functions, config, batch_sizes, repeats, warmup)
 
-    The models run in turn inside each repeat, so they see the same machine load; each is warmed up first.
+
+@torch.inference_mode()
+def time_functions(functions: dict, config, batch_sizes=(1, 32), repeats: int = 7, warmup: int = 2) -> dict:
+    """Median time (seconds) of `function(pixel_values)` per function and batch size, on the same random images.
+
+    The functions run in turn inside each repeat, so they see the same machine load; each is warmed up first.
     """
-    results = {name: {} for name in models}
+    results = {name: {} for name in functions}
     for batch_size in batch_sizes:
-        any_model = next(iter(models.values()))
-        size = any_model.config.image_size
-        x = torch.randn(batch_size, any_model.config.num_channels, size, size)
-        for model in models.values():
+        x = torch.randn(batch_size, config.num_channels, config.image_size, config.image_size)
+        for function in functions.values():
             for _ in range(warmup):
-                model(pixel_values=x)
-        samples = {name: [] for name in models}
+                function(x)
+        samples = {name: [] for name in functions}
         for _ in range(repeats):
-            for name, model in models.items():
+            for name, function in functions.items():
                 start = time.perf_counter()
-                model(pixel_values=x)
+                function(x)
                 samples[name].append(time.perf_counter() - start)
-        for name in models:
+        for name in functions:
             results[name][batch_size] = {
                 "median_s": statistics.median(samples[name]),
                 "images_per_s": batch_size / statistics.median(samples[name]),

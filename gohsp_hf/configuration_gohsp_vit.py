@@ -39,6 +39,9 @@ class GOHSPViTConfig(PretrainedConfig):
             When set, every LayerNorm computes its mean and variance as if over this many channels, the missing
             ones being zero: a model whose residual width was pruned then computes exactly what the masked dense
             model computed. Unset (the default), LayerNorms are the usual ones over `hidden_size` channels.
+        pad_head_dims (`bool`, *optional*, defaults to `True`):
+            In a block whose q/k and v head sizes differ, pad the narrower ones with zeros (at run time, no extra
+            weights) before a fused attention kernel (`sdpa`), which needs one head size; the output is exact.
         gohsp_provenance (`dict`, *optional*):
             Where the model came from: source model, method, target and measured sparsity, and so on.
         Other arguments are those of [`ViTConfig`].
@@ -77,6 +80,7 @@ class GOHSPViTConfig(PretrainedConfig):
         num_channels: int = 3,
         qkv_bias: bool = True,
         layer_norm_hidden_size: int | None = None,
+        pad_head_dims: bool = True,
         gohsp_provenance: dict | None = None,
         **kwargs,
     ):
@@ -101,6 +105,7 @@ class GOHSPViTConfig(PretrainedConfig):
         self.num_channels = num_channels
         self.qkv_bias = qkv_bias
         self.layer_norm_hidden_size = layer_norm_hidden_size
+        self.pad_head_dims = pad_head_dims
         self.gohsp_provenance = dict(gohsp_provenance or {})
         super().__init__(**kwargs)
         self._check_sizes()

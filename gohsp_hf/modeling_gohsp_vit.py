@@ -120,6 +120,12 @@ class GOHSPViTAttention(nn.Module):
         value = self.v_proj(hidden_states).view(batch, tokens, self.num_heads, self.v_head_dim).transpose(1, 2)
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        # Fused SDPA kernels want one head size for q, k and v; without it PyTorch falls back to its slow math
+        # path. Zero columns change no dot product and only add zero outputs, which are cut off again.
+        width = max(self.qk_head_dim, self.v_head_dim)
+        pad = implementation != "eager" and self.qk_head_dim != self.v_head_dim and self.config.pad_head_dims
+        if pad:
+            query, key, value = (nn.functional.pad(x, (0, width - x.shape[-1])) for x in (query, key, value))
         output, probs = attention_interface(
             self,
             query,
@@ -129,6 +135,8 @@ class GOHSPViTAttention(nn.Module):
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
         )
+        if pad:
+            output = output[..., : self.v_head_dim]
         output = output.reshape(batch, tokens, self.num_heads * self.v_head_dim)
         return self.o_proj(output), probs
 

@@ -46,6 +46,30 @@ def test_masked_model_equals_exported(variant, attn, hidden, pixel_values):
     assert (dense(pixel_values).logits - expected.logits).abs().max() > 1e-3
 
 
+def test_padded_head_sizes_are_exact_and_reach_sdpa_with_one_size(pixel_values, monkeypatch):
+    """Blocks with q/k size != v size pad to one head size before SDPA; the logits do not change."""
+    dense = make_model("vit")
+    structure = uneven_structure(dense)
+    pruned = export_pruned_model(apply_masks(copy.deepcopy(dense), structure), structure).eval()
+    assert pruned.config._attn_implementation == "sdpa" and pruned.config.pad_head_dims
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, *args, **kwargs):
+        seen.append((query.shape[-1], key.shape[-1], value.shape[-1]))
+        return sdpa(query, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        padded = pruned(pixel_values).logits
+        pruned.config.pad_head_dims = False
+        unpadded = pruned(pixel_values).logits
+    widths = [max(qk, v) for qk, v in zip(pruned.config.qk_head_dim, pruned.config.v_head_dim)]
+    assert seen[: len(widths)] == [(w, w, w) for w in widths]  # padded: one size per block
+    assert seen[len(widths)] == (5, 5, 11)  # unpadded: the block's own sizes
+    torch.testing.assert_close(padded, unpadded, **TOL)
+
+
 def test_export_ignores_values_of_pruned_groups(pixel_values):
     """The exported model depends only on kept weights: exporting the unmasked model gives the same result."""
     dense = make_model("vit")
