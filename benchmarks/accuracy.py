@@ -77,7 +77,7 @@ ABLATIONS = {
     "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),
     "hidden=0.5": dict(prune_hidden_size=True, hidden_sparsity=0.5),
     "layer_norm=plain": dict(hidden_layer_norm="plain"),
-    "round_to=8": dict(round_to=8),
+    "round_to=1": dict(round_to=1),
 }
 
 

@@ -50,8 +50,8 @@ class GOHSPConfig(TrainingArguments):
             become plain layer norms over the kept channels (`plain`).
         block_floor (`float`, defaults to `0.0`): every block keeps at least this fraction of its prunable
             parameters.
-        round_to (`int`, defaults to `1`): keep q/k, v, MLP and residual sizes at multiples of this (e.g. 8) for
-            speed.
+        round_to (`int`, defaults to `8`): keep q/k, v, MLP and residual sizes at multiples of this, which the
+            hardware runs faster; 8 cost no measurable accuracy in the benchmark (docs/method.md). 1: any size.
         min_mlp_width (`int`, defaults to `1`): the smallest MLP width a block keeps.
 
         > Stage 1: head ranking
@@ -137,7 +137,7 @@ class GOHSPConfig(TrainingArguments):
     block_floor: float = field(
         default=0.0, metadata={"help": "Every block keeps at least this fraction of its prunable parameters."}
     )
-    round_to: int = field(default=1, metadata={"help": "Keep q/k, v, MLP and residual sizes at multiples of this."})
+    round_to: int = field(default=8, metadata={"help": "Keep q/k, v, MLP and residual sizes at multiples of this."})
     min_mlp_width: int = field(default=1, metadata={"help": "Smallest MLP width a block may keep."})
     head_ranking: str = field(default="graph", metadata={"help": f"Which heads of a block go first: {HEAD_RANKINGS}."})
     ranking_samples: int = field(default=512, metadata={"help": "Calibration images for head ranking."})

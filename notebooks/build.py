@@ -3,7 +3,7 @@
     python notebooks/build.py            # rewrites notebooks/*.ipynb with fresh outputs (about a minute)
 
 Run it after every change to the package: each notebook records a hash of the package's source, and a test fails
-when the committed outputs were made from other code. The runs write their models in notebooks/_run/ (ignored).
+when the committed outputs were made from other code. The runs write their models in outputs/notebooks/ (ignored), never into notebooks/.
 
 Both notebooks run offline on real data (scikit-learn's bundled digits) with a tiny ViT.
 """
@@ -101,7 +101,8 @@ RandAugment, random erasing and weight decay; accuracy is always measured on unm
 from torchvision.transforms import v2
 
 mix = v2.RandomChoice([v2.MixUp(alpha=0.8, num_classes=10), v2.CutMix(alpha=1.0, num_classes=10)])
-args = gohsp_hf.GOHSPConfig("digits-gohsp-50", target_sparsity=0.5, admm_max_steps=300, finetune_max_steps=100,
+# round_to=1: this toy model is too small for sizes in multiples of 8 (the default, for real models)
+args = gohsp_hf.GOHSPConfig("digits-gohsp-50", target_sparsity=0.5, round_to=1, admm_max_steps=300, finetune_max_steps=100,
                             learning_rate=3e-3, per_device_train_batch_size=32, label_smoothing_factor=0.1,
                             ranking_samples=256, importance_samples=256, logging_steps=50,
                             overwrite_output_dir=True, **quiet)
@@ -203,7 +204,7 @@ first trains toward the structure with the paper's ADMM penalty, re-deciding the
     (
         "code",
         """\
-args = gohsp_hf.GOHSPConfig("digits-look-inside", target_sparsity=0.5, soft_pruning="admm", admm_max_steps=300,
+args = gohsp_hf.GOHSPConfig("digits-look-inside", target_sparsity=0.5, soft_pruning="admm", round_to=1, admm_max_steps=300,
                             finetune_max_steps=60, learning_rate=3e-3, per_device_train_batch_size=32,
                             ranking_samples=256, logging_steps=10, overwrite_output_dir=True, **quiet)
 trainer = gohsp_hf.GOHSPTrainer(model=dense, args=args, train_dataset=train, eval_dataset=test,
@@ -249,8 +250,8 @@ def build(name: str, cells: list[tuple[str, str]], execute: bool = True) -> Path
         for kind, text in cells
     ]
     if execute:
-        workdir = HERE / "_run"
-        workdir.mkdir(exist_ok=True)
+        workdir = HERE.parent / "outputs" / "notebooks"
+        workdir.mkdir(parents=True, exist_ok=True)
         NotebookClient(
             notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
         ).execute()

@@ -26,7 +26,8 @@ TINY_MODEL = [
 FAST = [
     "--admm_max_steps", "6", "--admm_update_steps", "3", "--finetune_max_steps", "4", "--ranking_samples", "16",
     "--per_device_train_batch_size", "16", "--use_cpu", "--report_to", "none", "--save_strategy", "no",
-    "--disable_tqdm", "true",
+    "--disable_tqdm", "true", "--logging_steps", "2",
+    "--round_to", "1",  # a chunk of 8 neurons is ~3% of this tiny model: the budget could not land within 0.5 points
 ]  # fmt: skip
 
 
@@ -307,7 +308,7 @@ def test_cli_with_the_deit_recipe_and_distillation(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     command = [sys.executable, str(SCRIPT), *TINY_MODEL, "--dataset_name", str(data), "--dense_epochs", "1",
-               "--recipe", "deit", "--distillation_alpha", "0.5", "--target_sparsity", "0.4", "--output_dir",
+               "--recipe", "deit", "--distillation_alpha", "0.5", "--soft_pruning", "admm", "--target_sparsity", "0.4", "--output_dir",
                str(out), *FAST]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

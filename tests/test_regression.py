@@ -469,7 +469,7 @@ EXPECTED = {
 def test_fixed_seed_run_is_unchanged(method, tmp_path):
     model = make_model("vit", num_labels=10, num_hidden_layers=2, image_size=16, patch_size=4)
     args = GOHSPConfig(
-        str(tmp_path), method=method, target_sparsity=0.5, admm_max_steps=12, admm_update_steps=4,
+        str(tmp_path), method=method, target_sparsity=0.5, round_to=1, admm_max_steps=12, admm_update_steps=4,
         finetune_max_steps=6, learning_rate=3e-3, per_device_train_batch_size=32, per_device_eval_batch_size=64,
         ranking_samples=32, use_cpu=True, report_to=[], disable_tqdm=True, save_strategy="no", seed=0,
         overwrite_output_dir=True,
