@@ -2,8 +2,9 @@
 
 A ViT with DeiT-Small's sizes (hidden 384, 12 blocks, 6 heads, MLP 1536, 224px, 16px patches, 1000 classes;
 random weights: speed does not depend on them). GOHSP's structure comes from its default path (Fisher scores on
-calibration batches, one allocation over heads, q/k, v and MLP, rescored in `importance_steps` steps), exported
-with and without padding q/k and v to one head size before SDPA, with `round_to` 1 and 8. Torch-Pruning prunes
+calibration batches, residual channels cut first, one allocation over heads, q/k, v and MLP, rescored in
+`importance_steps` steps), with `round_to` 8 (the default; also exported without padding q/k and v to one head
+size before SDPA, and with plain LayerNorms) and 1. Torch-Pruning prunes
 the same dense model (benchmarks/accuracy.py's recipe) with its ratio bisected to GOHSP's parameter count.
 Every model runs in eager PyTorch, with `torch.compile`, and in ONNX Runtime; in each, all models take turns
 inside every repeat on the same images, and the median is kept.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import sys
 import tempfile
@@ -47,14 +49,17 @@ def calibration(steps: int, batch_size: int = 8) -> list[list[dict]]:
 
 
 def gohsp_structure(dense, target: float, round_to: int, batches):
-    """GOHSP's default allocation (importance and steps from `GOHSPConfig`), as `GOHSP.select` runs it."""
+    """GOHSP's default allocation, as `GOHSP.select` runs it: `importance` scores from `GOHSPConfig`'s defaults,
+    residual channels cut by `1 - sqrt(1 - target)` first, `importance_steps` rescored allocations."""
     defaults = GOHSPConfig(output_dir=tempfile.gettempdir())
-    solver = BudgetSolver.from_model(dense, target, round_to=round_to)
+    solver = BudgetSolver.from_model(dense, target, round_to=round_to, hidden=defaults.prune_hidden_size)
+    hidden = 1 - math.sqrt(1 - target)
     structure, steps = None, len(batches)
     for step in range(1, steps + 1):
         model = dense if structure is None else apply_masks(copy.deepcopy(dense), structure)
         importance = data_importance(model, batches[step - 1], solver.layout, defaults.importance)
-        structure = Allocation(solver.at(target * step / steps), importance).run()
+        fraction = target * step / steps
+        structure = Allocation(solver.at(fraction), importance, hidden_sparsity=hidden * fraction / target).run()
     return structure, solver
 
 
@@ -113,16 +118,21 @@ def main() -> None:
     steps = GOHSPConfig(output_dir=tempfile.gettempdir()).importance_steps
     models, info = {"dense": dense}, {"dense": {**model_cost(dense), "structure": None}}
     pct = round(100 * args.target)
-    for round_to in (1, 8):
+    for round_to in (8, 1):  # 8: the default
         structure, solver = gohsp_structure(dense, args.target, round_to, calibration(steps))
-        pruned = export_pruned_model(apply_masks(copy.deepcopy(dense), structure), structure).eval()
+        masked = apply_masks(copy.deepcopy(dense), structure)
         name = f"gohsp {pct}% round_to={round_to}"
-        models[name] = pruned
-        info[name] = {**model_cost(pruned), "structure": structure.sizes(), "pad_head_dims": True}
-        unpadded = copy.deepcopy(pruned)
+        models[name] = export_pruned_model(masked, structure).eval()
+        info[name] = {**model_cost(models[name]), "structure": structure.sizes(),
+                      "hidden_size": models[name].config.hidden_size}  # fmt: skip
+        if round_to != 8:
+            continue
+        unpadded = copy.deepcopy(models[name])  # q/k and v at their own head sizes: SDPA's math path
         unpadded.config.pad_head_dims = False
         models[name + " unpadded"], info[name + " unpadded"] = unpadded, {**info[name], "pad_head_dims": False}
-    tp, ratio = tp_model(dense, info[f"gohsp {pct}% round_to=1"]["params"])
+        plain = export_pruned_model(masked, structure, layer_norm="plain").eval()  # torch's fused LayerNorm
+        models[name + " plain LayerNorm"], info[name + " plain LayerNorm"] = plain, dict(info[name])
+    tp, ratio = tp_model(dense, info[f"gohsp {pct}% round_to=8"]["params"])
     models[f"torch_pruning {pct}%"] = tp
     info[f"torch_pruning {pct}%"] = {**model_cost(tp), "tp_pruning_ratio": ratio,
                                      "hidden_size": tp.vit.layers[0].attention.q_proj.in_features}  # fmt: skip
@@ -133,8 +143,8 @@ def main() -> None:
     results = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "machine": machine(),
                "shape": "deit-small (ViT)", "target": args.target, "models": info, "timings": {}}  # fmt: skip
     if args.profile:
-        results["profile_batch32"] = profile({"dense": dense, f"gohsp {pct}% round_to=1": models[f"gohsp {pct}% round_to=1"],
-                                              f"gohsp {pct}% round_to=1 unpadded": models[f"gohsp {pct}% round_to=1 unpadded"]}, 32)  # fmt: skip
+        default = f"gohsp {pct}% round_to=8"
+        results["profile_batch32"] = profile({n: models[n] for n in ("dense", default, default + " unpadded")}, 32)
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends:
             if backend in ("eager", "compile"):
