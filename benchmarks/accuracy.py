@@ -72,6 +72,7 @@ ABLATIONS = {
     "head_ranking=graph": dict(head_ranking="graph"),
     "soft_pruning=admm": dict(soft_pruning="admm"),
     "soft_pruning=gradual_admm": dict(soft_pruning="gradual_admm"),
+    "soft_pruning=gradual": dict(soft_pruning="gradual"),
     "soft_pruning=none": dict(soft_pruning="none"),
     "hidden=off": dict(prune_hidden_size=False),
     "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),

@@ -62,6 +62,6 @@ class GradualPruningCallback(TrainerCallback):
 
     @torch.no_grad()
     def _apply(self, model):
-        params = prunable_parameters(model)
+        params = prunable_parameters(model, hidden=self.structure is not None and self.structure.hidden is not None)
         for name, mask in self.masks.items():
             params[name].mul_(mask)

@@ -70,7 +70,10 @@ class GOHSPConfig(TrainingArguments):
         soft_pruning (`str`, defaults to `"none"`): for `gohsp`, `none` prunes at once (after `importance_steps`
             rescored allocations) and fine-tunes for the stage's epochs too; `admm` trains toward the structure
             (re-allocated at every update) for `admm_epochs` before the hard prune; `gradual_admm` does so with a
-            target that rises on the cubic schedule to `target_sparsity` at 3/4 of the updates. At equal epochs
+            target that rises on the cubic schedule to `target_sparsity` at 3/4 of the updates; `gradual` holds
+            masks instead of a penalty: at each of the `admm_updates` updates one allocation, scored on the masked
+            model as it trains, at a sparsity rising on the cubic schedule to the target at the stage's last step
+            (the hard prune then changes nothing). At equal epochs
             `none` measured best (docs/method.md, "Why these defaults"). `gohsp_paper` always runs ADMM.
         admm_epochs (`float`, defaults to `1.0`), admm_max_steps (`int`, defaults to `-1`): the stage's length.
         admm_updates (`int`, defaults to `20`): Z/U updates (and re-allocations) over the stage, whatever its

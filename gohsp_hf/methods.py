@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .gohsp_trainer import GOHSPTrainer
 
 HEAD_RANKINGS = ("graph", "importance")
-SOFT_PRUNING = ("admm", "gradual_admm", "none")
+SOFT_PRUNING = ("admm", "gradual_admm", "gradual", "none")
 
 
 class PruningMethod:
@@ -56,6 +56,8 @@ class PruningMethod:
 
     def __init__(self, trainer: GOHSPTrainer):
         self.trainer, self.args = trainer, trainer.args
+        self.gradual: GradualPruningCallback | None = None  # the masks of a gradual pruning stage, while it runs
+        self.reached: PrunedStructure | None = None  # the structure a gradual stage ended on
         if self.args.prune_hidden_size and not self.supports_hidden:
             raise ValueError(
                 f"prune_hidden_size is not supported by method {self.args.method!r}; use method 'gohsp', or leave "
@@ -94,7 +96,9 @@ class PruningMethod:
 
     @torch.no_grad()
     def final_structure(self, model: nn.Module) -> PrunedStructure:
-        """The structure the hard prune keeps."""
+        """The structure the hard prune keeps: the one a gradual stage ended on, or chosen now."""
+        if self.reached is not None:
+            return self.reached
         hidden = self.args.prune_hidden_size
         return self.select(model, {name: p.detach() for name, p in prunable_parameters(model, hidden).items()})
 
@@ -104,6 +108,27 @@ class PruningMethod:
 
     def pruning_stage(self, model: nn.Module, checkpoint=None, state=None) -> None:
         """Train toward the structure (ADMM, a gradual schedule...); one-shot methods do nothing here."""
+
+    def gradual_stage(self, model: nn.Module, structure_at, checkpoint=None, state=None) -> None:
+        """Masks on the cubic schedule of Zhu & Gupta (2018): every `admm_updates`-th of the stage the structure at
+        that point's sparsity, `structure_at(model, sparsity)`, is chosen on the masked model and its masks held,
+        reaching `target_sparsity` at the stage's last step (so the hard prune changes nothing)."""
+        args = self.args
+        total = self.trainer.stage_steps(args.admm_epochs, args.admm_max_steps)
+        interval = args.admm_update_steps or max(1, total // args.admm_updates)
+        self.gradual = GradualPruningCallback(
+            structure_at, args.target_sparsity, total, interval, self.trainer.pruning_metrics
+        )
+        if state is not None and state.get("structure") is not None:
+            self.gradual.restore(PrunedStructure.from_dict(state["structure"]), model)
+        self.trainer.results["gradual_schedule"] = {"update_steps": interval, "stage_steps": total}
+        self.trainer.run_stage(self.stage_name, args.admm_epochs, args.admm_max_steps, [self.gradual], checkpoint)
+        self.reached, self.gradual = self.gradual.structure, None
+
+    def gradual_state(self) -> dict | None:
+        if self.gradual is None:
+            return None
+        return {"structure": self.gradual.structure.to_dict() if self.gradual.structure else None}
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         """A term added to the loss during the pruning stage, or None."""
@@ -115,7 +140,7 @@ class PruningMethod:
 
     def state_dict(self) -> dict | None:
         """What a checkpoint of the pruning stage must hold to resume it exactly."""
-        return None
+        return self.gradual_state()
 
     # -- stage 3 ---------------------------------------------------------------------------------------------
     def finetune_length(self) -> tuple[float, int]:
@@ -152,21 +177,8 @@ class SGMP(PruningMethod):
     stage_name = "sgmp"
     description = "structured gradual magnitude pruning (a baseline)"
 
-    def __init__(self, trainer: GOHSPTrainer):
-        super().__init__(trainer)
-        self.gradual: GradualPruningCallback | None = None
-
     def pruning_stage(self, model, checkpoint=None, state=None) -> None:
-        args = self.args
-        total = self.trainer.stage_steps(args.admm_epochs, args.admm_max_steps)
-        interval = args.admm_update_steps or max(1, total // args.admm_updates)
-        self.gradual = GradualPruningCallback(
-            self.structure_at, args.target_sparsity, total, interval, self.trainer.pruning_metrics
-        )
-        if state is not None and state["structure"] is not None:
-            self.gradual.restore(PrunedStructure.from_dict(state["structure"]), model)
-        self.trainer.run_stage(self.stage_name, args.admm_epochs, args.admm_max_steps, [self.gradual], checkpoint)
-        self.gradual = None
+        self.gradual_stage(model, self.structure_at, checkpoint, state)
 
     def structure_at(self, model: nn.Module, sparsity: float) -> PrunedStructure:
         """The structure at an intermediate sparsity: heads and groups by weight norm."""
@@ -176,11 +188,6 @@ class SGMP(PruningMethod):
         mask = magnitude_head_mask(model, heads, args.ranking_scope)
         weights = {name: p.detach() for name, p in prunable_parameters(model).items()}
         return solver.solve(self.group_scores(weights, model, mask), mask)
-
-    def state_dict(self) -> dict | None:
-        if self.gradual is None:
-            return None
-        return {"structure": self.gradual.structure.to_dict() if self.gradual.structure else None}
 
 
 class GOHSP(PruningMethod):
@@ -270,6 +277,13 @@ class GOHSP(PruningMethod):
         )  # fmt: skip
         return allocation.run()
 
+    @torch.no_grad()
+    def structure_at(self, model: nn.Module, sparsity: float) -> PrunedStructure:
+        """`soft_pruning="gradual"`: one allocation at an intermediate sparsity, scored on the (masked) model as it
+        trains; the groups already masked score zero, so they stay out."""
+        tensors = {name: p.detach() for name, p in self.trainer.solver.layout.parameters(model).items()}
+        return self._allocate(model, tensors, sparsity)
+
     def hidden_sparsity(self) -> float:
         """The fraction of residual channels removed at the full target (default: that of a uniform width cut)."""
         args = self.args
@@ -298,6 +312,8 @@ class GOHSP(PruningMethod):
     def pruning_stage(self, model, checkpoint=None, state=None) -> None:
         if not self.has_pruning_stage():
             return
+        if self.args.soft_pruning == "gradual":
+            return self.gradual_stage(model, self.structure_at, checkpoint, state)
         args, trainer = self.args, self.trainer
         steps = trainer.stage_steps(args.admm_epochs, args.admm_max_steps)
         interval, growth = self.admm_schedule(steps)
@@ -325,7 +341,7 @@ class GOHSP(PruningMethod):
         )
 
     def state_dict(self) -> dict | None:
-        return self.admm.state_dict() if self.admm is not None else None
+        return self.admm.state_dict() if self.admm is not None else super().state_dict()
 
 
 class GOHSPPaper(GOHSP):

@@ -366,3 +366,21 @@ def test_methods_that_cannot_prune_the_residual_width_say_so(tmp_path):
     args = gohsp_args(tmp_path / "out", method="somp", prune_hidden_size=True)
     with pytest.raises(ValueError, match="prune_hidden_size is not supported by method 'somp'"):
         GOHSPTrainer(model=make_model("vit", num_labels=10), args=args, train_dataset=TRAIN)
+
+
+def test_gradual_soft_pruning_ends_on_the_structure_it_exports(dense_dir, tmp_path):
+    """`soft_pruning="gradual"` holds masks that reach the target at the stage's last step, so the hard prune
+    changes no prediction, residual width included."""
+    args = gohsp_args(tmp_path / "out", soft_pruning="gradual", prune_hidden_size=True, admm_max_steps=40,
+                      admm_update_steps=10, finetune_max_steps=10, target_sparsity=0.6)  # fmt: skip
+    trainer = GOHSPTrainer(
+        model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN,
+        eval_dataset=EVAL, compute_metrics=accuracy,
+    )  # fmt: skip
+    trainer.train()
+    results = trainer.results
+    assert list(results["log_history"]) == ["admm", "finetune"]
+    sparsities = [log["sgmp_sparsity"] for log in results["log_history"]["admm"] if "sgmp_sparsity" in log]
+    assert sparsities == sorted(sparsities) and len(sparsities) == 4 and sparsities[-1] == pytest.approx(0.6)
+    assert results["before_hard_prune"]["loss"] == pytest.approx(results["after_hard_prune"]["loss"], rel=1e-5)
+    assert abs(results["achieved_sparsity"] - 0.6) < 0.005
