@@ -31,19 +31,33 @@ class GOHSPViTLayerNorm(nn.LayerNorm):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if self.statistics_size == self.normalized_shape[0]:
             return super().forward(hidden_states)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (hidden_states, self.weight, self.bias)):
+            return self._differentiable(hidden_states)
+        return self._fused(hidden_states)
+
+    def _differentiable(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The dense statistics in plain ops, for training (native_layer_norm's mean and rstd carry no gradient)."""
+        n, missing = self.statistics_size, self.statistics_size - hidden_states.shape[-1]
+        mean = hidden_states.sum(-1, keepdim=True) / n
+        # The removed channels are zeros: each adds mean^2 to the sum of squared deviations.
+        variance = ((hidden_states - mean).pow(2).sum(-1, keepdim=True) + missing * mean.pow(2)) / n
+        return (hidden_states - mean) * torch.rsqrt(variance + self.eps) * self.weight + self.bias
+
+    def _fused(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The same values for inference, about 3x faster on CPU."""
         # One fused LayerNorm over the kept channels, then a per-token correction to the dense statistics. The
-        # removed channels are zeros, so with r = kept / dense: dense mean = r * mean, dense E[x^2] = r * E[x^2].
-        # (x - dense_mean) * dense_rstd * w + b = normalized * (dense_rstd / rstd) + (mean - dense_mean) * dense_rstd * w + b,
-        # where normalized = (x - mean) * rstd * w; three fused passes instead of ten elementwise ones.
-        ratio = hidden_states.shape[-1] / self.statistics_size
+        # removed channels are zeros, so with r = kept / dense: dense mean = r * mean and dense variance =
+        # r * (var + mean^2) - (r * mean)^2; and with normalized = (x - mean) * rstd * w,
+        # (x - dense_mean) * dense_rstd * w + b = normalized * (dense_rstd / rstd) + (1 - r) * mean * dense_rstd * w + b.
+        # Few ops on (tokens, 1) tensors: at batch 1 their count is what costs.
+        r = hidden_states.shape[-1] / self.statistics_size
         normalized, mean, rstd = torch.native_layer_norm(
             hidden_states, self.normalized_shape, self.weight, None, self.eps
         )
         mean, rstd = mean.float(), rstd.float()
-        mean_square = rstd.pow(-2) - self.eps + mean.pow(2)
-        dense_mean = ratio * mean
-        dense_rstd = torch.rsqrt(ratio * mean_square - dense_mean.pow(2) + self.eps)
-        shift = ((mean - dense_mean) * dense_rstd).to(hidden_states.dtype)
+        variance_eps = rstd.pow(-2).mul_(r).add_((1 - r) * self.eps)  # r * (var + eps) + (1 - r) * eps
+        dense_rstd = torch.addcmul(variance_eps, mean, mean, value=r * (1 - r)).rsqrt()
+        shift = torch.mul(mean, dense_rstd).mul_(1 - r).to(hidden_states.dtype)
         scale = (dense_rstd / rstd).to(hidden_states.dtype)
         return torch.addcmul(torch.addcmul(self.bias, shift, self.weight), normalized, scale)
 

@@ -168,3 +168,30 @@ def test_counts_shrink_with_the_residual_width():
     assert count_parameters(pruned) == round((1 - solver.sparsity(structure)) * count_parameters(dense))
     assert pruned.vit.embeddings.position_embeddings.shape[-1] == 29
     assert pruned.cls_classifier.weight.shape == (5, 29) and pruned.distillation_classifier.weight.shape == (5, 29)
+
+
+def test_dense_statistics_layer_norm_values_and_gradients():
+    """The narrowed LayerNorm equals a dense LayerNorm over the kept channels plus zeros, in its fused inference
+    path and in its training path, and the training path's gradients are the dense one's."""
+    from gohsp_hf import GOHSPViTConfig
+    from gohsp_hf.modeling_gohsp_vit import GOHSPViTLayerNorm
+
+    config = GOHSPViTConfig(hidden_size=40, layer_norm_hidden_size=64, num_attention_heads=4, num_hidden_layers=1)
+    norm = GOHSPViTLayerNorm(config)
+    torch.nn.init.normal_(norm.weight), torch.nn.init.normal_(norm.bias)
+    x = (torch.randn(2, 5, 40) * 3 + 1).requires_grad_()
+
+    def reference(x, weight, bias):
+        pad = (0, 24)
+        full = torch.nn.functional.pad(x, pad)
+        out = torch.nn.functional.layer_norm(full, (64,), torch.nn.functional.pad(weight, pad),
+                                             torch.nn.functional.pad(bias, pad), config.layer_norm_eps)  # fmt: skip
+        return out[..., :40]
+
+    with torch.no_grad():
+        torch.testing.assert_close(norm(x), reference(x, norm.weight, norm.bias), **TOL)
+    upstream = torch.randn(2, 5, 40)
+    grads = [torch.autograd.grad((f(x) * upstream).sum(), (x, norm.weight, norm.bias))
+             for f in (norm, lambda x: reference(x, norm.weight, norm.bias))]  # fmt: skip
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs, **TOL)
