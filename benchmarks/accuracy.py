@@ -108,6 +108,7 @@ class Settings:
     more_seeds: tuple = ("gohsp", "torch_pruning")  # the methods that get every seed at 60/80%
     distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
     ablations: bool = True
+    ablation_seeds: tuple = ("soft_pruning=gradual",)  # the ablations that also get every seed at 60/80%
     ranking_samples: int = 512
     taylor_batches: int = 10
     tp_bisection_steps: int = 10
@@ -330,7 +331,8 @@ class Benchmark:
         return runs
 
     def ablations(self, sparsities) -> list[tuple[str, callable]]:
-        """gohsp with one knob changed, at 60% and 80% (seed 0); variants equal to the defaults are skipped."""
+        """gohsp with one knob changed, at 60% and 80% (seed 0, every seed for `ablation_seeds`); variants equal
+        to the defaults are skipped."""
         defaults = {f.name: f.default for f in dataclasses.fields(GOHSPConfig) if f.default is not dataclasses.MISSING}
         runs = []
         for sparsity in sparsities:
@@ -338,8 +340,9 @@ class Benchmark:
                 effective = {k: (sparsity / 2 if v == "half" else v) for k, v in overrides.items()}
                 if all(defaults.get(k) == v for k, v in effective.items()):
                     continue  # that is gohsp's default: the main run
-                runs.append((f"ablation-{what}-s{_pct(sparsity)}-seed0",
-                             _bind(self.prune, "gohsp", sparsity, 0, **effective)))  # fmt: skip
+                seeds = self.s.seeds if what in self.s.ablation_seeds else (0,)
+                runs += [(f"ablation-{what}-s{_pct(sparsity)}-seed{seed}",
+                          _bind(self.prune, "gohsp", sparsity, seed, **effective)) for seed in seeds]  # fmt: skip
         return runs
 
     def run(self, patterns: list[str]) -> None:

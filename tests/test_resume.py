@@ -56,14 +56,19 @@ def test_resume_ends_like_the_uninterrupted_run(interrupt, uninterrupted, tmp_pa
     assert abs(results["achieved_sparsity"] - 0.4) < 0.005
 
 
-def test_resume_sgmp(tmp_path):
+@pytest.mark.parametrize("method", [("--method", "sgmp", "--interrupt", "sgmp:20"),
+                                    ("--soft_pruning", "gradual", "--hidden", "--interrupt", "admm:20")])  # fmt: skip
+def test_resume_gradual_masks(method, tmp_path):
+    """SGMP and gohsp's `soft_pruning="gradual"` hold masks in their checkpoints."""
+    settings = method[:-2]
     full = tmp_path / "full"
     full.mkdir()
-    run_script(full, "--method", "sgmp")
+    run_script(full, *settings)
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
-    run_script(interrupted, "--method", "sgmp", "--interrupt", "sgmp:20")
-    run_script(interrupted, "--method", "sgmp", "--resume")
+    run_script(interrupted, *method)
+    run_script(interrupted, *settings, "--resume")
+    assert ranks(interrupted)[0]["structure"] == ranks(full)[0]["structure"]
     assert ranks(interrupted)[0]["weights_sha256"] == ranks(full)[0]["weights_sha256"]
 
 

@@ -1,6 +1,7 @@
 """A small GOHSP run on digits for the process-level tests; writes what each rank ended with.
 
-    python tests/scripts/gohsp_run.py OUT [--interrupt STAGE:STEP] [--resume] [--method gohsp] [--admm_steps N] [--hidden]
+    python tests/scripts/gohsp_run.py OUT [--interrupt STAGE:STEP] [--resume] [--method gohsp] [--soft_pruning admm] [--admm_steps N]
+        [--hidden]
     accelerate launch --config_file examples/accelerate_configs/cpu_2proc.yaml tests/scripts/gohsp_run.py OUT
 
 `--interrupt admm:14` raises at step 14 of the ADMM stage (after the checkpoint of step 12), as a crash would.
@@ -45,6 +46,7 @@ parser.add_argument("--admm_steps", type=int, default=40)
 parser.add_argument("--save_steps", type=int, default=6)
 parser.add_argument("--lora", action="store_true")
 parser.add_argument("--hidden", action="store_true", help="prune residual-stream channels too")
+parser.add_argument("--soft_pruning", default="admm")  # resume and DDP are tested through the stage with most state
 cli = parser.parse_args()
 
 args = GOHSPConfig(
@@ -52,7 +54,7 @@ args = GOHSPConfig(
     method=cli.method,
     use_cpu=True,
     target_sparsity=0.4,
-    soft_pruning="admm",  # resume and DDP are tested through the stage with the most state
+    soft_pruning=cli.soft_pruning,
     admm_max_steps=cli.admm_steps,
     admm_update_steps=6,
     finetune_max_steps=18,
