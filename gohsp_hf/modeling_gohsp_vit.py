@@ -149,7 +149,8 @@ class GOHSPViTAttention(nn.Module):
         width = max(self.qk_head_dim, self.v_head_dim)
         pad = implementation != "eager" and self.qk_head_dim != self.v_head_dim and self.config.pad_head_dims
         if pad:
-            query, key, value = (nn.functional.pad(x, (0, width - x.shape[-1])) for x in (query, key, value))
+            query, key, value = (x if x.shape[-1] == width else nn.functional.pad(x, (0, width - x.shape[-1]))
+                                 for x in (query, key, value))  # fmt: skip
         output, probs = attention_interface(
             self,
             query,
@@ -159,7 +160,7 @@ class GOHSPViTAttention(nn.Module):
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
         )
-        if pad:
+        if pad and width != self.v_head_dim:
             output = output[..., : self.v_head_dim]
         output = output.reshape(batch, tokens, self.num_heads * self.v_head_dim)
         return self.o_proj(output), probs
