@@ -108,7 +108,7 @@ class Settings:
     more_seeds: tuple = ("gohsp", "torch_pruning")  # the methods that get every seed at 60/80%
     distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
     ablations: bool = True
-    ablation_seeds: tuple = ("soft_pruning=gradual",)  # the ablations that also get every seed at 60/80%
+    ablation_seeds: tuple = ("soft_pruning=none",)  # the ablations that also get every seed at 60/80%
     ranking_samples: int = 512
     taylor_batches: int = 10
     tp_bisection_steps: int = 10

@@ -67,14 +67,14 @@ class GOHSPConfig(TrainingArguments):
 
         > Stage 2: the pruning stage
 
-        soft_pruning (`str`, defaults to `"none"`): for `gohsp`, `none` prunes at once (after `importance_steps`
-            rescored allocations) and fine-tunes for the stage's epochs too; `admm` trains toward the structure
-            (re-allocated at every update) for `admm_epochs` before the hard prune; `gradual_admm` does so with a
-            target that rises on the cubic schedule to `target_sparsity` at 3/4 of the updates; `gradual` holds
-            masks instead of a penalty: at each of the `admm_updates` updates one allocation, scored on the masked
-            model as it trains, at a sparsity rising on the cubic schedule to the target at the stage's last step
-            (the hard prune then changes nothing). At equal epochs
-            `none` measured best (docs/method.md, "Why these defaults"). `gohsp_paper` always runs ADMM.
+        soft_pruning (`str`, defaults to `"gradual"`): how `gohsp` approaches the structure during the
+            `admm_epochs` of the pruning stage. `gradual` holds masks: at each of the `admm_updates` updates one
+            allocation, scored on the masked model as it trains, at a sparsity rising on the cubic schedule to the
+            target at the stage's last step (so the hard prune changes nothing). `admm` trains toward the
+            structure (re-allocated at every update) with the ADMM penalty; `gradual_admm` does so with a target
+            that rises on the cubic schedule to `target_sparsity` at 3/4 of the updates; `none` prunes at once
+            (after `importance_steps` rescored allocations) and fine-tunes for the stage's epochs too. At equal
+            epochs `gradual` measured best (docs/method.md, "Why these defaults"). `gohsp_paper` always runs ADMM.
         admm_epochs (`float`, defaults to `1.0`), admm_max_steps (`int`, defaults to `-1`): the stage's length.
         admm_updates (`int`, defaults to `20`): Z/U updates (and re-allocations) over the stage, whatever its
             length; the interval between them is the stage's steps divided by this.
@@ -151,7 +151,7 @@ class GOHSPConfig(TrainingArguments):
     )
     ranking_scope: str = field(default="per_block", metadata={"help": f"Head selection scope: {SCOPES}."})
     soft_pruning: str = field(
-        default="none", metadata={"help": f"gohsp's pruning stage: {SOFT_PRUNING} (none: prune at once)."}
+        default="gradual", metadata={"help": f"gohsp's pruning stage: {SOFT_PRUNING} (none: prune at once)."}
     )
     admm_epochs: float = field(default=1.0, metadata={"help": "Epochs of the pruning (ADMM / SGMP) stage."})
     admm_max_steps: int = field(default=-1, metadata={"help": "If > 0, steps of the pruning stage."})
