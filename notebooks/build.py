@@ -88,8 +88,10 @@ minute: the data are scikit-learn's bundled handwritten digits, the model a tiny
 `GOHSPTrainer` is a `transformers.Trainer`. `train()` ranks the heads of every block with a Markov chain on
 their attention-similarity graph, scores every head, q/k and v dimension, MLP neuron and residual channel on
 calibration batches (empirical Fisher), spends the parameter budget where it costs the least (rescored in
-10 steps), removes those structures for real, fine-tunes, and saves the pruned model. `soft_pruning="admm"`
-trains toward the structure with ADMM first (the paper's stage 2; `look_inside.ipynb` shows it).
+10 steps), reaches that structure gradually while training (masks at a sparsity rising on a cubic schedule,
+re-allocated as the model learns), removes those structures for real, fine-tunes, and saves the pruned model.
+`soft_pruning="admm"` trains toward the structure with the paper's ADMM penalty instead (`look_inside.ipynb`
+shows it).
 
 Fine-tuning here uses DeiT's batch mixing: MixUp or CutMix on every training batch (`train_batch_transform`,
 soft labels through the loss) and label smoothing 0.1. The CLI's `--recipe deit` sets these together with
@@ -197,7 +199,8 @@ print("iterations per block:", ranking.iterations)""",
         """\
 ## ADMM, then the per-block structure it settled on
 
-By default GOHSP prunes at once and fine-tunes (that measured best at equal epochs); `soft_pruning="admm"`
+By default GOHSP reaches the structure with masks on a gradual schedule (that measured best at equal epochs);
+`soft_pruning="admm"`
 first trains toward the structure with the paper's ADMM penalty, re-deciding the structure at each of
 `admm_updates` updates while rho grows to `rho_max`.""",
     ),
