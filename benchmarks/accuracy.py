@@ -18,8 +18,9 @@ Passes (each a `Settings`):
 
 1. Each shape's dense ViT is trained from scratch on the full training set until its test accuracy stops moving
    (the learning curve is in its result file) and cached in `benchmarks/.cache/` (a fresh clone retrains it).
-2. Every pruning run starts from that model and gets the same extra epochs: gohsp and gohsp_paper spend
-   `admm_epochs` in ADMM (when their pruning stage is on), SGMP in its gradual schedule, and SOMP, random,
+2. Every pruning run starts from that model and gets the same extra epochs: gohsp spends `admm_epochs` in its
+   pruning stage (gradual masks by default, ADMM if asked), gohsp_paper in ADMM, SGMP in its gradual
+   schedule, and SOMP, random,
    Torch-Pruning and the dense control fine-tune for all of them. Same learning rate, batch, label smoothing and
    warm-up everywhere; gohsp runs with its library defaults.
 3. Each run writes `<results_dir>/<run>.json` as soon as it ends; a run whose file exists is skipped, so a pass can
@@ -74,6 +75,7 @@ ABLATIONS = {
     "soft_pruning=gradual_admm": dict(soft_pruning="gradual_admm"),
     "soft_pruning=gradual": dict(soft_pruning="gradual"),
     "soft_pruning=none": dict(soft_pruning="none"),
+    "pruning_epochs=2": dict(admm_epochs=2.0, finetune_epochs=1.0),  # same 3 epochs, a slower pruning stage
     "hidden=off": dict(prune_hidden_size=False),
     "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),
     "hidden=0.5": dict(prune_hidden_size=True, hidden_sparsity=0.5),
@@ -285,6 +287,7 @@ class Benchmark:
                 "hidden_size": r["hidden_size"], "head_mask": r["head_mask"], "kept_heads": r["kept_heads"],
                 "head_scores": r.get("head_scores"),
                 "admm_final": r.get("admm_final"), "admm_schedule": r.get("admm_schedule"),
+                "gradual_schedule": r.get("gradual_schedule"),
                 "stage_seconds": r["stage_seconds"], "overrides": overrides}  # fmt: skip
 
     def torch_pruning(self, sparsity: float, seed: int, **overrides) -> dict:

@@ -50,7 +50,7 @@ class GradualPruningCallback(TrainerCallback):
         self.structure = self.select(model, sparsity)
         self.masks = self.structure.parameter_masks(model)
         self._apply(model)
-        self.metrics.update({"sgmp_sparsity": sparsity})
+        self.metrics.update({"pruning_sparsity": sparsity})
         control.should_log = True
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):

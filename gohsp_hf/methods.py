@@ -292,14 +292,18 @@ class GOHSP(PruningMethod):
     def admm_target(self, update: int) -> float:
         """The sparsity Proj aims at after `update` updates: the target throughout (`soft_pruning="admm"`), or
         rising on the cubic schedule to the target at 3/4 of the updates (`"gradual_admm"`)."""
-        if self.args.soft_pruning != "gradual_admm":
+        if self.soft_pruning() != "gradual_admm":
             return self.args.target_sparsity
         ramp = max(1, round(0.75 * self.admm_updates))
         return cubic_sparsity(update, ramp, self.args.target_sparsity)
 
     # -- stage 2 ---------------------------------------------------------------------------------------------
+    def soft_pruning(self) -> str:
+        """How the pruning stage approaches the structure: `args.soft_pruning`."""
+        return self.args.soft_pruning
+
     def has_pruning_stage(self) -> bool:
-        return self.args.soft_pruning != "none"
+        return self.soft_pruning() != "none"
 
     def admm_schedule(self, steps: int) -> tuple[int, float]:
         """Steps between updates and rho's growth, from the stage length: `admm_updates` updates that bring rho
@@ -312,7 +316,7 @@ class GOHSP(PruningMethod):
     def pruning_stage(self, model, checkpoint=None, state=None) -> None:
         if not self.has_pruning_stage():
             return
-        if self.args.soft_pruning == "gradual":
+        if self.soft_pruning() == "gradual":
             return self.gradual_stage(model, self.structure_at, checkpoint, state)
         args, trainer = self.args, self.trainer
         steps = trainer.stage_steps(args.admm_epochs, args.admm_max_steps)
@@ -357,8 +361,8 @@ class GOHSPPaper(GOHSP):
     def select(self, model: nn.Module, tensors: dict) -> PrunedStructure:
         return PruningMethod.select(self, model, tensors)
 
-    def has_pruning_stage(self) -> bool:
-        return True
+    def soft_pruning(self) -> str:
+        return "admm"  # the paper's stage 2, whatever `args.soft_pruning` says
 
     def admm_schedule(self, steps: int) -> tuple[int, float]:
         return self.args.admm_update_steps or 100, self.args.rho_growth or 1.3

@@ -380,7 +380,7 @@ def test_gradual_soft_pruning_ends_on_the_structure_it_exports(dense_dir, tmp_pa
     trainer.train()
     results = trainer.results
     assert list(results["log_history"]) == ["admm", "finetune"]
-    sparsities = [log["sgmp_sparsity"] for log in results["log_history"]["admm"] if "sgmp_sparsity" in log]
+    sparsities = [log["pruning_sparsity"] for log in results["log_history"]["admm"] if "pruning_sparsity" in log]
     assert sparsities == sorted(sparsities) and len(sparsities) == 4 and sparsities[-1] == pytest.approx(0.6)
     assert results["before_hard_prune"]["loss"] == pytest.approx(results["after_hard_prune"]["loss"], rel=1e-5)
     assert abs(results["achieved_sparsity"] - 0.6) < 0.005
