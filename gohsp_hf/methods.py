@@ -191,13 +191,15 @@ class SGMP(PruningMethod):
 
 
 class GOHSP(PruningMethod):
-    """GOHSP: graph-ranked heads and a data-aware allocation of the budget over every group kind, approached by
-    ADMM soft pruning (or pruned at once), then hard pruning and fine-tuning."""
+    """GOHSP: graph-ranked heads and a data-aware allocation of the budget over every group kind, reached during
+    the pruning stage with gradual masks (default) or ADMM soft pruning (or pruned at once), then hard pruning
+    and fine-tuning."""
 
     stage_name = "admm"
     description = (
         "GOHSP (graph-based head ranking, one data-aware allocation of the budget over heads, attention "
-        "dimensions and MLP neurons, ADMM soft pruning, hard pruning and fine-tuning)"
+        "dimensions, MLP neurons and residual channels, reached while training by gradual masks or ADMM soft "
+        "pruning, hard pruning and fine-tuning)"
     )
     supports_hidden = True
 
