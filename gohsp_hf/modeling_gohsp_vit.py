@@ -44,7 +44,7 @@ class GOHSPViTLayerNorm(nn.LayerNorm):
         return (hidden_states - mean) * torch.rsqrt(variance + self.eps) * self.weight + self.bias
 
     def _fused(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The same values for inference, about 3x faster on CPU."""
+        """The same values for inference, in fewer and fused ops."""
         # One fused LayerNorm over the kept channels, then a per-token correction to the dense statistics. The
         # removed channels are zeros, so with r = kept / dense: dense mean = r * mean and dense variance =
         # r * (var + mean^2) - (r * mean)^2; and with normalized = (x - mean) * rstd * w,

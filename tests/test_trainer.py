@@ -333,14 +333,20 @@ def test_admm_schedule_follows_the_stage_length(dense_dir, tmp_path):
     assert len(rhos) == 1 + 4 and rhos[-1] == pytest.approx(1.0)  # the starting point, then every update
 
 
-def test_residual_width_is_allocated_exported_and_reported(dense_dir, tmp_path):
-    args = gohsp_args(tmp_path / "out", target_sparsity=0.6, prune_hidden_size=True, hidden_sparsity=0.25,
-                      admm_max_steps=40, admm_update_steps=10, finetune_max_steps=10)  # fmt: skip
+def short_hidden_run(dense_dir, output_dir, **overrides) -> GOHSPTrainer:
+    """A 40 + 10 step run at 60% with the residual width pruned, evaluated on digits."""
+    args = gohsp_args(output_dir, target_sparsity=0.6, prune_hidden_size=True, admm_max_steps=40,
+                      admm_update_steps=10, finetune_max_steps=10, **overrides)  # fmt: skip
     trainer = GOHSPTrainer(
         model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN,
         eval_dataset=EVAL, compute_metrics=accuracy,
     )  # fmt: skip
     trainer.train()
+    return trainer
+
+
+def test_residual_width_is_allocated_exported_and_reported(dense_dir, tmp_path):
+    trainer = short_hidden_run(dense_dir, tmp_path / "out", hidden_sparsity=0.25)
     results = trainer.results
     assert abs(results["achieved_sparsity"] - 0.6) < 0.005
     assert results["hidden_size"] == trainer.model.config.hidden_size == len(trainer.structure.hidden) == 36
@@ -371,13 +377,7 @@ def test_methods_that_cannot_prune_the_residual_width_say_so(tmp_path):
 def test_gradual_soft_pruning_ends_on_the_structure_it_exports(dense_dir, tmp_path):
     """`soft_pruning="gradual"` holds masks that reach the target at the stage's last step, so the hard prune
     changes no prediction, residual width included."""
-    args = gohsp_args(tmp_path / "out", soft_pruning="gradual", prune_hidden_size=True, admm_max_steps=40,
-                      admm_update_steps=10, finetune_max_steps=10, target_sparsity=0.6)  # fmt: skip
-    trainer = GOHSPTrainer(
-        model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN,
-        eval_dataset=EVAL, compute_metrics=accuracy,
-    )  # fmt: skip
-    trainer.train()
+    trainer = short_hidden_run(dense_dir, tmp_path / "out", soft_pruning="gradual")
     results = trainer.results
     assert list(results["log_history"]) == ["admm", "finetune"]
     sparsities = [log["pruning_sparsity"] for log in results["log_history"]["admm"] if "pruning_sparsity" in log]
