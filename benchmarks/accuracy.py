@@ -76,6 +76,7 @@ ABLATIONS = {
     "soft_pruning=gradual": dict(soft_pruning="gradual"),
     "soft_pruning=none": dict(soft_pruning="none"),
     "pruning_epochs=2": dict(admm_epochs=2.0, finetune_epochs=1.0),  # same 3 epochs, a slower pruning stage
+    "pruning_epochs=0.5": dict(admm_epochs=0.5, finetune_epochs=2.5),  # same 3 epochs, a faster pruning stage
     "hidden=off": dict(prune_hidden_size=False),
     "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),
     "hidden=0.5": dict(prune_hidden_size=True, hidden_sparsity=0.5),
@@ -109,8 +110,8 @@ class Settings:
     seeds: tuple = (0, 1)
     more_seeds: tuple = ("gohsp", "torch_pruning")  # the methods that get every seed at 60/80%
     distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
-    ablations: bool = True
-    ablation_seeds: tuple = ("soft_pruning=none",)  # the ablations that also get every seed at 60/80%
+    ablations: tuple | None = None  # names of ABLATIONS to run at 60/80% (None: all of them)
+    ablation_seeds: tuple = ("soft_pruning=none", "pruning_epochs=0.5")  # the ablations that also get every seed at 60/80%
     ranking_samples: int = 512
     taylor_batches: int = 10
     tp_bisection_steps: int = 10
@@ -127,11 +128,13 @@ class Settings:
 PASSES = {
     "main": Settings(),
     "long": Settings(name="long", admm_epochs=3, finetune_epochs=7, methods=("gohsp", "torch_pruning"),
-                     sparsities=(0.8,), distillation=False, ablations=False),
+                     sparsities=(0.8,), distillation=False, ablations=()),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
-                     sparsities=(0.6, 0.8), seeds=(0,), distillation=False, ablations=False),
+                     sparsities=(0.6, 0.8), distillation=False, ablations=("soft_pruning=none", "pruning_epochs=0.5")),
 }  # fmt: skip
+DENSE_FIELDS = ("train_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "dense_epochs", "dense_learning_rate")  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
                  paper_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip
 
@@ -181,6 +184,9 @@ class Benchmark:
         self.s, self.results_dir, self.cache_dir = settings, results_dir, cache_dir
         self.train, self.test = data
         self.prefix = "" if settings.name == "main" else f"{settings.name}-"
+        # A pass that trains the same dense model as the main pass (the long one) reuses it and its result.
+        same = all(getattr(settings, f) == getattr(PASSES["main"], f) for f in DENSE_FIELDS)
+        self.dense_name = "dense" if same else f"{self.prefix}dense"
         results_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -209,7 +215,7 @@ class Benchmark:
         return self.cache_dir / f"dense-{key}-e{s.dense_epochs:g}-lr{s.dense_learning_rate:g}"
 
     def dense(self) -> Path:
-        path, name = self.dense_path(), f"{self.prefix}dense"
+        path, name = self.dense_path(), self.dense_name
         if (path / "config.json").exists() and self.result(name) is not None:
             return path
         s, start = self.s, time.perf_counter()
@@ -317,7 +323,7 @@ class Benchmark:
     def plan(self) -> list[tuple[str, callable]]:
         """Every run of the pass, in the order they run: the ones the goals need first."""
         s, p = self.s, self.prefix
-        runs = [(f"{p}dense", None), (f"{p}control", self.control)]
+        runs = [(self.dense_name, None), (f"{p}control", self.control)]
         first = [x for x in (0.6, 0.8) if x in s.sparsities]
         for sparsity in first + [x for x in s.sparsities if x not in first]:
             for method in s.methods:
@@ -329,8 +335,7 @@ class Benchmark:
             if s.distillation:
                 runs += [(f"{p}{m}+kd-s{_pct(sparsity)}-seed0", _bind(self.prune, m, sparsity, 0, **KD))
                          for m in ("gohsp", "torch_pruning")]  # fmt: skip
-        if s.ablations:
-            runs += self.ablations(first)
+        runs += self.ablations(first)
         return runs
 
     def ablations(self, sparsities) -> list[tuple[str, callable]]:
@@ -340,11 +345,13 @@ class Benchmark:
         runs = []
         for sparsity in sparsities:
             for what, overrides in ABLATIONS.items():
+                if self.s.ablations is not None and what not in self.s.ablations:
+                    continue
                 effective = {k: (sparsity / 2 if v == "half" else v) for k, v in overrides.items()}
                 if all(defaults.get(k) == v for k, v in effective.items()):
                     continue  # that is gohsp's default: the main run
                 seeds = self.s.seeds if what in self.s.ablation_seeds else (0,)
-                runs += [(f"ablation-{what}-s{_pct(sparsity)}-seed{seed}",
+                runs += [(f"{self.prefix}ablation-{what}-s{_pct(sparsity)}-seed{seed}",
                           _bind(self.prune, "gohsp", sparsity, seed, **effective)) for seed in seeds]  # fmt: skip
         return runs
 
