@@ -12,9 +12,9 @@ on two shapes and two budgets, with distillation as a column, and the ablations 
 Passes (each a `Settings`):
 - `main`: ViT 128x6, 4 heads, MLP 256 (`shape` "128x6-mlp256"), 3 extra epochs: every method at 40/60/80%, a
   second seed for gohsp and Torch-Pruning at 60/80%, distillation for both at 60/80%, and the ablations.
-- `long`: the same model with 10 extra epochs, gohsp and Torch-Pruning at 80%, 2 seeds.
+- `long`: the same model with 10 extra epochs, gohsp and Torch-Pruning at 80%, 3 seeds, and a per-block floor.
 - `mlp4`: a second shape, ViT 96x6, 4 heads, MLP 384 (MLP ratio 4), 3 extra epochs, gohsp and Torch-Pruning at
-  60/80%, 2 seeds.
+  60/80%, 2 seeds, and the ablations that decide the pruning stage (pruning at once, a shorter stage).
 
 1. Each shape's dense ViT is trained from scratch on the full training set until its test accuracy stops moving
    (the learning curve is in its result file) and cached in `benchmarks/.cache/` (a fresh clone retrains it).
@@ -27,7 +27,7 @@ Passes (each a `Settings`):
    be finished over several sittings.
 
 Run names: `[<pass>-]dense`, `[<pass>-]control`, `[<pass>-]<method>-s<percent>-seed<seed>`, and
-`ablation-<knob>=<value>-s<percent>-seed0`; the main pass has no prefix.
+`[<pass>-]ablation-<knob>=<value>-s<percent>-seed<seed>`; the main pass has no prefix.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ ABLATIONS = {
     "soft_pruning=none": dict(soft_pruning="none"),
     "pruning_epochs=2": dict(admm_epochs=2.0, finetune_epochs=1.0),  # same 3 epochs, a slower pruning stage
     "pruning_epochs=0.5": dict(admm_epochs=0.5, finetune_epochs=2.5),  # same 3 epochs, a faster pruning stage
+    "block_floor=0.15": dict(block_floor=0.15),  # less heterogeneous: every block keeps 15% of its parameters
     "hidden=off": dict(prune_hidden_size=False),
     "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),
     "hidden=0.5": dict(prune_hidden_size=True, hidden_sparsity=0.5),
@@ -111,7 +112,7 @@ class Settings:
     more_seeds: tuple = ("gohsp", "torch_pruning")  # the methods that get every seed at 60/80%
     distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
     ablations: tuple | None = None  # names of ABLATIONS to run at 60/80% (None: all of them)
-    ablation_seeds: tuple = ("soft_pruning=none", "pruning_epochs=0.5")  # the ablations that also get every seed at 60/80%
+    ablation_seeds: tuple = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5")  # run with every seed
     ranking_samples: int = 512
     taylor_batches: int = 10
     tp_bisection_steps: int = 10
@@ -128,10 +129,12 @@ class Settings:
 PASSES = {
     "main": Settings(),
     "long": Settings(name="long", admm_epochs=3, finetune_epochs=7, methods=("gohsp", "torch_pruning"),
-                     sparsities=(0.8,), distillation=False, ablations=()),
+                     seeds=(0, 1, 2), sparsities=(0.8,), distillation=False, ablations=("block_floor=0.15",),
+                     ablation_seeds=("block_floor=0.15",)),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
-                     sparsities=(0.6, 0.8), distillation=False, ablations=("soft_pruning=none", "pruning_epochs=0.5")),
+                     sparsities=(0.6, 0.8), distillation=False,
+                     ablations=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5")),
 }  # fmt: skip
 DENSE_FIELDS = ("train_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "dense_epochs", "dense_learning_rate")  # fmt: skip

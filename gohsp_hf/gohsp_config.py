@@ -74,8 +74,9 @@ class GOHSPConfig(TrainingArguments):
             structure (re-allocated at every update) with the ADMM penalty; `gradual_admm` does so with a target
             that rises on the cubic schedule to `target_sparsity` at 3/4 of the updates; `none` prunes at once
             (after `importance_steps` rescored allocations) and fine-tunes for the stage's epochs too. At equal
-            epochs `gradual` measured best on the main benchmark shape, not on a second one (docs/method.md,
-            "Why these defaults"). `gohsp_paper` always runs ADMM.
+            epochs `gradual` measured best over the benchmark's two shapes (on the second one pruning at once led by
+            less than the spread of its seeds; docs/method.md, "Why these defaults"). `gohsp_paper` always runs
+            ADMM.
         admm_epochs (`float`, defaults to `1.0`), admm_max_steps (`int`, defaults to `-1`): the stage's length.
         admm_updates (`int`, defaults to `20`): Z/U updates (and re-allocations) over the stage, whatever its
             length; the interval between them is the stage's steps divided by this.
