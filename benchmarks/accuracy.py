@@ -136,8 +136,6 @@ PASSES = {
                      sparsities=(0.6, 0.8), distillation=False,
                      ablations=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5")),
 }  # fmt: skip
-DENSE_FIELDS = ("train_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                "dense_epochs", "dense_learning_rate")  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
                  paper_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip
 
@@ -188,8 +186,7 @@ class Benchmark:
         self.train, self.test = data
         self.prefix = "" if settings.name == "main" else f"{settings.name}-"
         # A pass that trains the same dense model as the main pass (the long one) reuses it and its result.
-        same = all(getattr(settings, f) == getattr(PASSES["main"], f) for f in DENSE_FIELDS)
-        self.dense_name = "dense" if same else f"{self.prefix}dense"
+        self.dense_name = "dense" if dense_key(settings) == dense_key(PASSES["main"]) else f"{self.prefix}dense"
         results_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -213,9 +210,7 @@ class Benchmark:
 
     # ------------------------------------------------------------------ the dense reference and its control
     def dense_path(self) -> Path:
-        s = self.s
-        key = f"{s.train_size}-{s.hidden_size}x{s.num_hidden_layers}x{s.num_attention_heads}x{s.intermediate_size}"
-        return self.cache_dir / f"dense-{key}-e{s.dense_epochs:g}-lr{s.dense_learning_rate:g}"
+        return self.cache_dir / f"dense-{dense_key(self.s)}"
 
     def dense(self) -> Path:
         path, name = self.dense_path(), self.dense_name
@@ -370,6 +365,12 @@ class Benchmark:
                 continue
             start = time.perf_counter()
             self.write(name, fn(), time.perf_counter() - start)
+
+
+def dense_key(s: Settings) -> str:
+    """What the dense model depends on (its cache folder's name)."""
+    shape = f"{s.hidden_size}x{s.num_hidden_layers}x{s.num_attention_heads}x{s.intermediate_size}"
+    return f"{s.train_size}-{shape}-e{s.dense_epochs:g}-lr{s.dense_learning_rate:g}"
 
 
 def _pct(sparsity: float) -> int:
