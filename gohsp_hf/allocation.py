@@ -43,6 +43,9 @@ class Allocation:
         head_order: per block, the heads in the order they may be removed (default: least important first).
         head_mask: fixed heads (True = kept); heads are then not part of the allocation.
         block_floor: every block keeps at least this fraction of its dense prunable parameters.
+        normalize_blocks: divide every block's values by the block's mean importance per parameter (over the groups
+            it keeps; residual channels that compete, by theirs), so that blocks compete by how their groups rank
+            inside them rather than by the scale of their scores; the allocation then stays closer to a uniform one.
         hidden_sparsity: with residual channels in the layout, remove this fraction of them first (least
             important first), then allocate the rest of the budget over the other kinds; None: channels compete
             in the allocation like every other group.
@@ -56,9 +59,11 @@ class Allocation:
         head_mask: torch.Tensor | None = None,
         block_floor: float = 0.0,
         hidden_sparsity: float | None = None,
+        normalize_blocks: bool = False,
     ):
         dims = solver.dims
         self.solver, self.importance, self.head_order, self.block_floor = solver, importance, head_order, block_floor
+        self.normalize_blocks = normalize_blocks
         self.keep = [
             {k: torch.ones(dense_size(dims, k), dtype=torch.bool) for k in BLOCK_KINDS} for _ in range(dims.num_layers)
         ]
@@ -109,8 +114,9 @@ class Allocation:
         while excess > 0:
             candidates = sorted(self.candidates(), key=lambda c: c.value)
             if not candidates:
+                limit = f"block_floor {self.block_floor}" if self.block_floor > 0 else "the minimum sizes"
                 raise ValueError(
-                    f"target_sparsity {self.solver.target:.3f} cannot be reached with the minimum sizes; lower it."
+                    f"target_sparsity {self.solver.target:.3f} cannot be reached with {limit}; lower one of them."
                 )
             removed = 0
             for candidate in candidates:
@@ -147,12 +153,24 @@ class Allocation:
             costs = self.solver.unit_costs(sizes[layer], hidden)
             scores = self.importance.block_scores(layer, keep, self.kinds)
             room = self._block_room(sizes[layer], hidden)
+            if self.normalize_blocks:
+                scale = self._block_scale(keep, scores, costs)
+                scores = {kind: value / scale for kind, value in scores.items()}
             for kind in self.kinds:
                 found += self._chunks(layer, kind, scores[kind], costs[kind], room)
         if self.hidden is not None and not self.hidden_fixed:
             cost = self.solver.layout.hidden_cost(sizes, hidden)
-            found += self._chunks(None, "hidden", self.importance.hidden_scores(), cost, None)
+            scores = self.importance.hidden_scores()
+            if self.normalize_blocks:
+                scores = scores / max(scores[self.hidden].double().sum().item() / (hidden * cost), 1e-30)
+            found += self._chunks(None, "hidden", scores, cost, None)
         return found
+
+    def _block_scale(self, keep, scores, costs) -> float:
+        """The block's mean importance per parameter over the groups it keeps (every kind counted)."""
+        total = sum(scores[kind][keep[kind]].double().sum().item() for kind in self.kinds)
+        held = sum(int(keep[kind].sum()) * costs[kind] for kind in self.kinds)
+        return max(total / max(held, 1), 1e-30)
 
     def _block_room(self, size: dict[str, int], hidden: int | None) -> float | None:
         """Parameters the block may still lose above its floor (None: no floor)."""

@@ -50,6 +50,8 @@ class GOHSPConfig(TrainingArguments):
             become plain layer norms over the kept channels (`plain`).
         block_floor (`float`, defaults to `0.0`): every block keeps at least this fraction of its prunable
             parameters.
+        normalize_block_scores (`bool`, defaults to `False`): divide every block's group scores by the block's mean
+            score per parameter before the allocation compares blocks, which keeps the structure closer to uniform.
         round_to (`int`, defaults to `8`): keep q/k, v, MLP and residual sizes at multiples of this, which the
             hardware runs faster; 8 cost no measurable accuracy in the benchmark (docs/method.md). 1: any size.
         min_mlp_width (`int`, defaults to `1`): the smallest MLP width a block keeps.
@@ -141,6 +143,9 @@ class GOHSPConfig(TrainingArguments):
     )
     block_floor: float = field(
         default=0.0, metadata={"help": "Every block keeps at least this fraction of its prunable parameters."}
+    )
+    normalize_block_scores: bool = field(
+        default=False, metadata={"help": "Compare blocks by scores divided by each block's mean per parameter."}
     )
     round_to: int = field(default=8, metadata={"help": "Keep q/k, v, MLP and residual sizes at multiples of this."})
     min_mlp_width: int = field(default=1, metadata={"help": "Smallest MLP width a block may keep."})

@@ -92,6 +92,28 @@ def test_fixed_heads_and_block_floor():
         kept = {"head": size["heads"], "qk": size["qk_dim"], "v": size["v_dim"], "mlp": size["mlp"]}
         assert layout.kept_parameters([kept]) >= 0.3 * layout.kept_parameters([dense])
     assert abs(solver.sparsity(floored) - 0.5) < 0.005
+    with pytest.raises(ValueError, match="cannot be reached with block_floor 0.6; lower one of them"):
+        Allocation(solver, importance, head_mask=mask, block_floor=0.6).run()
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_normalized_blocks_ignore_the_scale_of_a_blocks_scores(hidden):
+    """With `normalize_blocks`, a block whose scores are all 1024x larger (exact in floating point) gets the same
+    structure as before; without it, that block keeps far more than the others."""
+    model = make_model("vit")
+    solver = BudgetSolver.from_model(model, 0.6, hidden=hidden)
+    plain, scaled = random_importance(solver), random_importance(solver)
+    for layout in scaled.blocks[0]:
+        scaled.blocks[0][layout] *= 1024.0
+    hidden_sparsity = 0.3 if hidden else None
+    normalized = [
+        Allocation(solver, i, hidden_sparsity=hidden_sparsity, normalize_blocks=True).run() for i in (plain, scaled)
+    ]
+    assert normalized[0].sizes() == normalized[1].sizes()
+    assert [layer.mlp for layer in normalized[0].layers] == [layer.mlp for layer in normalized[1].layers]
+    skewed = Allocation(solver, scaled, hidden_sparsity=hidden_sparsity).run().sizes()
+    assert skewed[0]["mlp"] > max(size["mlp"] for size in skewed[1:])
+    assert skewed[0]["mlp"] > normalized[0].sizes()[0]["mlp"]
 
 
 def test_norm_allocation_of_a_masked_model_keeps_its_structure():
