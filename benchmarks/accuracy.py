@@ -75,9 +75,14 @@ ABLATIONS = {
     "soft_pruning=gradual_admm": dict(soft_pruning="gradual_admm"),
     "soft_pruning=gradual": dict(soft_pruning="gradual"),
     "soft_pruning=none": dict(soft_pruning="none"),
-    "pruning_epochs=2": dict(admm_epochs=2.0, finetune_epochs=1.0),  # same 3 epochs, a slower pruning stage
-    "pruning_epochs=0.5": dict(admm_epochs=0.5, finetune_epochs=2.5),  # same 3 epochs, a faster pruning stage
+    # the pass's extra epochs split differently ("rest": fine-tuning gets what the pruning stage leaves)
+    "pruning_epochs=0.5": dict(admm_epochs=0.5, finetune_epochs="rest"),
+    "pruning_epochs=1": dict(admm_epochs=1.0, finetune_epochs="rest"),
+    "pruning_epochs=2": dict(admm_epochs=2.0, finetune_epochs="rest"),
+    "pruning_epochs=5": dict(admm_epochs=5.0, finetune_epochs="rest"),
     "block_floor=0.15": dict(block_floor=0.15),  # less heterogeneous: every block keeps 15% of its parameters
+    "block_floor=0.18": dict(block_floor=0.18),  # near-uniform at 80% on the main shape (Torch-Pruning's blocks: 19%)
+    "normalize_block_scores": dict(normalize_block_scores=True),  # blocks compared by scores relative to their mean
     "hidden=off": dict(prune_hidden_size=False),
     "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),
     "hidden=0.5": dict(prune_hidden_size=True, hidden_sparsity=0.5),
@@ -112,7 +117,8 @@ class Settings:
     more_seeds: tuple = ("gohsp", "torch_pruning")  # the methods that get every seed at 60/80%
     distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
     ablations: tuple | None = None  # names of ABLATIONS to run at 60/80% (None: all of them)
-    ablation_seeds: tuple = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5")  # run with every seed
+    # the ablations run with every seed (the others: seed 0)
+    ablation_seeds: tuple = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18")
     ranking_samples: int = 512
     taylor_batches: int = 10
     tp_bisection_steps: int = 10
@@ -129,12 +135,15 @@ class Settings:
 PASSES = {
     "main": Settings(),
     "long": Settings(name="long", admm_epochs=3, finetune_epochs=7, methods=("gohsp", "torch_pruning"),
-                     seeds=(0, 1, 2), sparsities=(0.8,), distillation=False, ablations=("block_floor=0.15",),
-                     ablation_seeds=("block_floor=0.15",)),
+                     seeds=(0, 1, 2), sparsities=(0.8,), distillation=False,
+                     ablations=("block_floor=0.15", "block_floor=0.18", "soft_pruning=none", "pruning_epochs=1",
+                                "pruning_epochs=5", "normalize_block_scores"),
+                     ablation_seeds=("block_floor=0.15", "block_floor=0.18")),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
                      sparsities=(0.6, 0.8), distillation=False,
-                     ablations=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5")),
+                     ablations=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18"),
+                     ablation_seeds=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18")),
 }  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
                  paper_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip
@@ -187,6 +196,7 @@ class Benchmark:
         self.prefix = "" if settings.name == "main" else f"{settings.name}-"
         # A pass that trains the same dense model as the main pass (the long one) reuses it and its result.
         self.dense_name = "dense" if dense_key(settings) == dense_key(PASSES["main"]) else f"{self.prefix}dense"
+        self.dense_sha256 = None  # of the dense model the runs started from (set when it is loaded or trained)
         results_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -195,15 +205,12 @@ class Benchmark:
         return json.loads(path.read_text()) if path.exists() else None
 
     def write(self, name: str, result: dict, seconds: float) -> dict:
-        dense_sha256 = hashlib.sha256((self.dense_path() / "model.safetensors").read_bytes()).hexdigest()
+        dense_sha256 = self.dense_sha256 or file_sha256(self.dense_path() / "model.safetensors")
         result = {"run": name, **result, "shape": self.s.shape, "extra_epochs": self.s.extra_epochs,
                   "wall_seconds": seconds, "dense_sha256": dense_sha256, "settings": asdict(self.s),
                   "machine": machine(),
                   "command": "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}  # fmt: skip
-        path = self.results_dir / f"{name}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, path)  # a result file is whole or absent
+        write_json(self.results_dir / f"{name}.json", result)
         print(f"[accuracy] {name}: accuracy {result.get('accuracy', float('nan')):.4f}, "
               f"params {result.get('params', 0):,}, {seconds / 60:.1f} min", flush=True)  # fmt: skip
         return result
@@ -213,9 +220,24 @@ class Benchmark:
         return self.cache_dir / f"dense-{dense_key(self.s)}"
 
     def dense(self) -> Path:
+        """The cached dense model, trained first if the cache has none. A cached model is used only with a dense
+        result made from it (same `dense_sha256`), in the results folder or kept next to it in the cache; it is
+        never retrained over, so a run with other data or another results folder cannot replace it."""
         path, name = self.dense_path(), self.dense_name
-        if (path / "config.json").exists() and self.result(name) is not None:
-            return path
+        if (path / "config.json").exists():
+            sha = file_sha256(path / "model.safetensors")
+            saved = self.result(name)
+            if saved is None and (path / "result.json").exists():
+                saved = json.loads((path / "result.json").read_text())
+                if saved.get("dense_sha256") == sha:
+                    write_json(self.results_dir / f"{name}.json", saved)
+            if saved is not None and saved.get("dense_sha256") == sha:
+                self.dense_sha256 = sha  # the model this run starts from, whatever the cache holds when it ends
+                return path
+            raise SystemExit(
+                f"{path} holds a dense model that no dense result matches ({self.results_dir / name}.json is missing "
+                "or has another dense_sha256). Copy the matching result there, or delete the folder to retrain it."
+            )
         s, start = self.s, time.perf_counter()
         torch.manual_seed(0)
         model = ViTForImageClassification(ViTConfig(
@@ -235,11 +257,13 @@ class Benchmark:
         model.save_pretrained(staging)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(staging, path)
+        self.dense_sha256 = file_sha256(path / "model.safetensors")
         last = int(round(0.8 * len(curve)))
-        self.write(name, {"method": "dense", "sparsity": 0.0, "accuracy": curve[-1]["accuracy"], **model_cost(model),
-                          "learning_curve": curve,
-                          "last_20pct_gain": curve[-1]["accuracy"] - curve[last - 1]["accuracy"]},
-                   time.perf_counter() - start)  # fmt: skip
+        result = self.write(name, {"method": "dense", "sparsity": 0.0, "accuracy": curve[-1]["accuracy"],
+                                   **model_cost(model), "learning_curve": curve,
+                                   "last_20pct_gain": curve[-1]["accuracy"] - curve[last - 1]["accuracy"]},
+                            time.perf_counter() - start)  # fmt: skip
+        write_json(path / "result.json", result)  # the cache keeps its own record
         return path
 
     def dense_model(self) -> ViTForImageClassification:
@@ -337,21 +361,30 @@ class Benchmark:
         return runs
 
     def ablations(self, sparsities) -> list[tuple[str, callable]]:
-        """gohsp with one knob changed, at 60% and 80% (seed 0, every seed for `ablation_seeds`); variants equal
-        to the defaults are skipped."""
-        defaults = {f.name: f.default for f in dataclasses.fields(GOHSPConfig) if f.default is not dataclasses.MISSING}
+        """gohsp with one knob changed, at 60% and 80% (seed 0, every seed for `ablation_seeds`)."""
         runs = []
         for sparsity in sparsities:
-            for what, overrides in ABLATIONS.items():
-                if self.s.ablations is not None and what not in self.s.ablations:
+            for what in ABLATIONS:
+                effective = self.ablation_overrides(what, sparsity)
+                if effective is None or (self.s.ablations is not None and what not in self.s.ablations):
                     continue
-                effective = {k: (sparsity / 2 if v == "half" else v) for k, v in overrides.items()}
-                if all(defaults.get(k) == v for k, v in effective.items()):
-                    continue  # that is gohsp's default: the main run
                 seeds = self.s.seeds if what in self.s.ablation_seeds else (0,)
                 runs += [(f"{self.prefix}ablation-{what}-s{_pct(sparsity)}-seed{seed}",
                           _bind(self.prune, "gohsp", sparsity, seed, **effective)) for seed in seeds]  # fmt: skip
         return runs
+
+    def ablation_overrides(self, what: str, sparsity: float) -> dict | None:
+        """The GOHSPConfig overrides of ablation `what` in this pass ("half": half the target, "rest": the pass's
+        extra epochs left after the pruning stage); None when they equal the pass's defaults (that is the main
+        run) or the pruning stage would be longer than the pass's extra epochs."""
+        overrides = ABLATIONS[what]
+        special = {"half": sparsity / 2, "rest": self.s.extra_epochs - overrides.get("admm_epochs", 0)}
+        effective = {k: special.get(v, v) if isinstance(v, str) else v for k, v in overrides.items()}
+        defaults = {f.name: f.default for f in dataclasses.fields(GOHSPConfig) if f.default is not dataclasses.MISSING}
+        defaults |= {"admm_epochs": self.s.admm_epochs, "finetune_epochs": self.s.finetune_epochs}  # the pass's split
+        if all(defaults.get(k) == v for k, v in effective.items()) or effective.get("finetune_epochs", 0) < 0:
+            return None
+        return effective
 
     def run(self, patterns: list[str]) -> None:
         for name, fn in self.plan():
@@ -365,6 +398,16 @@ class Benchmark:
                 continue
             start = time.perf_counter()
             self.write(name, fn(), time.perf_counter() - start)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)  # a result file is whole or absent
 
 
 def dense_key(s: Settings) -> str:

@@ -18,7 +18,20 @@ PASSES = {"": "main", "long-": "long", "mlp4-": "mlp4"}
 
 
 def load(folder: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    """Every result in `folder`; exits when a run was made from another dense model than its pass's `dense`
+    result (its `dense_sha256` differs), since the tables compare runs as if they started from the same model."""
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    stray = []
+    for name, r in results.items():
+        dense = results.get("mlp4-dense" if pass_of(name) == "mlp4" else "dense")
+        if dense is not None and r.get("dense_sha256") not in (None, dense.get("dense_sha256")):
+            stray.append(name)
+    if stray:
+        raise SystemExit(
+            f"{len(stray)} result(s) in {folder} were made from another dense model than their pass's dense result "
+            f"(dense_sha256 differs): {', '.join(stray)}. Move them away and rerun them with accuracy.py."
+        )
+    return results
 
 
 def pct(x: float) -> str:

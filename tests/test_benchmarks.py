@@ -38,6 +38,16 @@ def digits_as_idx(folder: Path) -> Path:
     return folder
 
 
+def import_accuracy():
+    """`benchmarks/accuracy.py` as a module (the benchmarks folder is not a package)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return accuracy
+
+
 def bench(tmp_path: Path, *args: str) -> str:
     command = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), *TINY, "--source_dir", str(tmp_path / "idx"),
                "--results_dir", str(tmp_path / "results"), "--cache_dir", str(tmp_path / "cache"), *args]  # fmt: skip
@@ -68,6 +78,16 @@ def test_accuracy_benchmark_runs_skips_and_reports(tmp_path):
     again = bench(tmp_path, "--runs", RUNS)
     assert "gohsp-s60-seed0: done already, skipped" in again and "Training" not in again
 
+    # Another results folder reuses the cached dense model with the cache's own record of it; without that record
+    # the script stops instead of training over the cached model.
+    bench(tmp_path, "--runs", "dense", "--results_dir", str(tmp_path / "other"))
+    assert json.loads((tmp_path / "other" / "dense.json").read_text()) == dense
+    next((tmp_path / "cache").glob("dense-*/result.json")).unlink()
+    command = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), *TINY, "--source_dir", str(tmp_path / "idx"),
+               "--results_dir", str(tmp_path / "third"), "--cache_dir", str(tmp_path / "cache"), "--runs", "dense"]  # fmt: skip
+    stopped = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert stopped.returncode != 0 and "holds a dense model that no dense result matches" in stopped.stderr
+
     tables = subprocess.run([sys.executable, str(REPO / "benchmarks" / "accuracy_tables.py"),
                              str(tmp_path / "results")], capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "| torch_pruning | " in tables and "main, 60%: GOHSP vs the dense control" in tables
@@ -77,3 +97,35 @@ def test_accuracy_benchmark_runs_skips_and_reports(tmp_path):
                            capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert (tmp_path / "plots" / "accuracy_vs_sparsity.png").stat().st_size > 1000, plots
     assert (tmp_path / "plots" / "head_scores.png").exists()
+
+
+def test_ablations_split_each_pass_budget(tmp_path):
+    """A pruning-stage ablation keeps the pass's extra epochs: the stage's length changes, fine-tuning gets the
+    rest; one equal to the pass's own split, or longer than its budget, is not planned."""
+    accuracy = import_accuracy()
+    main, long = (
+        accuracy.Benchmark(accuracy.PASSES[name], tmp_path, tmp_path, (None, None)) for name in ("main", "long")
+    )
+    assert main.ablation_overrides("pruning_epochs=0.5", 0.8) == {"admm_epochs": 0.5, "finetune_epochs": 2.5}
+    assert long.ablation_overrides("pruning_epochs=1", 0.8) == {"admm_epochs": 1.0, "finetune_epochs": 9.0}
+    assert main.ablation_overrides("pruning_epochs=1", 0.8) is None  # the main pass's own 1 + 2 epochs
+    assert main.ablation_overrides("pruning_epochs=5", 0.8) is None  # longer than its 3 extra epochs
+    assert main.ablation_overrides("heads=half_of_target", 0.6) == {"head_sparsity": 0.3}
+    assert main.ablation_overrides("importance=fisher", 0.6) is None  # the default
+
+
+def test_results_record_the_dense_model_they_started_from(tmp_path):
+    """A run's `dense_sha256` is that of the model it loaded, even if the cache changes before the run ends."""
+    accuracy = import_accuracy()
+    bench = accuracy.Benchmark(accuracy.QUICK, tmp_path / "results", tmp_path / "cache", (None, None))
+    model = accuracy.ViTForImageClassification(accuracy.ViTConfig(hidden_size=16, num_hidden_layers=1,
+                                                                  num_attention_heads=2, intermediate_size=32))  # fmt: skip
+    model.save_pretrained(bench.dense_path())
+    first = accuracy.file_sha256(bench.dense_path() / "model.safetensors")
+    accuracy.write_json(bench.results_dir / "dense.json", {"dense_sha256": first})
+    bench.dense_model()
+    with torch.no_grad():
+        model.classifier.bias += 1
+    model.save_pretrained(bench.dense_path())  # another model lands in the cache while the run goes on
+    assert accuracy.file_sha256(bench.dense_path() / "model.safetensors") != first
+    assert bench.write("gohsp-s60-seed0", {"accuracy": 0.5}, 1.0)["dense_sha256"] == first
