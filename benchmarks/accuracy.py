@@ -288,8 +288,6 @@ class Benchmark:
     # ------------------------------------------------------------------ pruning runs
     def gohsp_trainer(self, tmp: str, method: str, sparsity: float, seed: int, **overrides):
         s = self.s
-        if overrides.get("head_sparsity") == "half":
-            overrides["head_sparsity"] = sparsity / 2
         kwargs = dict(admm_epochs=s.admm_epochs, finetune_epochs=s.finetune_epochs, learning_rate=s.learning_rate,
                       warmup_steps=50, ranking_samples=s.ranking_samples, overwrite_output_dir=True,
                       **training_kwargs(s, seed))  # fmt: skip

@@ -116,6 +116,26 @@ def test_normalized_blocks_ignore_the_scale_of_a_blocks_scores(hidden):
     assert skewed[0]["mlp"] > normalized[0].sizes()[0]["mlp"]
 
 
+def test_a_fixed_floor_of_18_percent_stops_the_benchmark_shape_at_83_percent():
+    """What docs/method.md says of `block_floor=0.18` on the accuracy benchmark's main shape (ViT 128x6, MLP 256,
+    28px in 7x7 patches, `round_to=8`, the default residual cut): it allows 80% and makes 83% unreachable."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=128, num_hidden_layers=6,
+                       num_attention_heads=4, intermediate_size=256, num_labels=10)  # fmt: skip
+    model = ViTForImageClassification(config)
+    for target, reachable in ((0.8, True), (0.83, False)):
+        solver = BudgetSolver.from_model(model, target, round_to=8, hidden=True)
+        allocation = Allocation(
+            solver, random_importance(solver), block_floor=0.18, hidden_sparsity=1 - (1 - target) ** 0.5
+        )
+        if reachable:
+            assert abs(solver.sparsity(allocation.run()) - target) < 0.005
+        else:
+            with pytest.raises(ValueError, match="cannot be reached with block_floor 0.18"):
+                allocation.run()
+
+
 def test_norm_allocation_of_a_masked_model_keeps_its_structure():
     """Zeroed groups have zero importance, so a second allocation at the same target keeps the same structure."""
     model = make_model("vit")
