@@ -22,6 +22,8 @@ from .groups import BLOCK_KINDS, KINDS, dense_size
 from .importance import GroupImportance
 from .structure import LayerStructure, PrunedStructure
 
+BLOCK_FLOOR_OF = ("dense", "uniform")
+
 
 @dataclass
 class Candidate:
@@ -42,7 +44,10 @@ class Allocation:
         importance: the scores to rank groups by.
         head_order: per block, the heads in the order they may be removed (default: least important first).
         head_mask: fixed heads (True = kept); heads are then not part of the allocation.
-        block_floor: every block keeps at least this fraction of its dense prunable parameters.
+        block_floor: every block keeps at least this fraction of its dense prunable parameters, or of its share
+            under a uniform allocation at the target when `block_floor_of="uniform"`.
+        block_floor_of: "dense" (the fraction is of the dense block) or "uniform" (of (1 - target) of it: a floor
+            that scales with the target and leaves every target reachable for block_floor < 1).
         normalize_blocks: divide every block's values by the block's mean importance per parameter (over the groups
             it keeps; residual channels that compete, by theirs), so that blocks compete by how their groups rank
             inside them rather than by the scale of their scores; the allocation then stays closer to a uniform one.
@@ -60,10 +65,16 @@ class Allocation:
         block_floor: float = 0.0,
         hidden_sparsity: float | None = None,
         normalize_blocks: bool = False,
+        block_floor_of: str = "dense",
     ):
+        if block_floor_of not in BLOCK_FLOOR_OF:
+            raise ValueError(f"block_floor_of must be one of {BLOCK_FLOOR_OF}, got {block_floor_of!r}.")
         dims = solver.dims
         self.solver, self.importance, self.head_order, self.block_floor = solver, importance, head_order, block_floor
-        self.normalize_blocks = normalize_blocks
+        self.normalize_blocks, self.floor_name = normalize_blocks, f"block_floor {block_floor}"
+        if block_floor_of == "uniform":
+            self.block_floor = block_floor * (1 - solver.target)
+            self.floor_name += f" of the uniform share ({self.block_floor:.3f} of every block)"
         self.keep = [
             {k: torch.ones(dense_size(dims, k), dtype=torch.bool) for k in BLOCK_KINDS} for _ in range(dims.num_layers)
         ]
@@ -114,17 +125,20 @@ class Allocation:
         while excess > 0:
             candidates = sorted(self.candidates(), key=lambda c: c.value)
             if not candidates:
-                limit = f"block_floor {self.block_floor}" if self.block_floor > 0 else "the minimum sizes"
+                limit = self.floor_name if self.block_floor > 0 else "the minimum sizes"
                 raise ValueError(
                     f"target_sparsity {self.solver.target:.3f} cannot be reached with {limit}; lower one of them."
                 )
-            removed = 0
+            removed, rooms = 0, self._rooms()
             for candidate in candidates:
                 if removed >= min(step, excess):
                     break
-                if candidate.cost <= excess - removed + tolerance:
+                room = rooms.get(candidate.layer)
+                if candidate.cost <= excess - removed + tolerance and (room is None or candidate.cost <= room):
                     self.remove(candidate)
                     removed += candidate.cost
+                    if room is not None:  # the kinds of a block share its room above the floor within a round
+                        rooms[candidate.layer] = room - candidate.cost
             if not removed:
                 self.remove(min(candidates, key=lambda c: (c.cost, c.value)))
             excess = self.excess()
@@ -171,6 +185,13 @@ class Allocation:
         total = sum(scores[kind][keep[kind]].double().sum().item() for kind in self.kinds)
         held = sum(int(keep[kind].sum()) * costs[kind] for kind in self.kinds)
         return max(total / max(held, 1), 1e-30)
+
+    def _rooms(self) -> dict[int, float]:
+        """Per block, the parameters it may still lose above its floor (empty without a floor)."""
+        if self.block_floor <= 0:
+            return {}
+        sizes, hidden = self.sizes(), self.hidden_size()
+        return {layer: self._block_room(size, hidden) for layer, size in enumerate(sizes)}
 
     def _block_room(self, size: dict[str, int], hidden: int | None) -> float | None:
         """Parameters the block may still lose above its floor (None: no floor)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .allocation import BLOCK_FLOOR_OF
 from .export import LAYER_NORMS
 from .head_ranking import DIRECTIONS, SCOPES, SIMILARITIES
 from .importance import IMPORTANCES
@@ -49,7 +50,10 @@ class GOHSPConfig(TrainingArguments):
             model's layer norms keep the dense model's statistics (`dense_statistics`: the export is exact) or
             become plain layer norms over the kept channels (`plain`).
         block_floor (`float`, defaults to `0.0`): every block keeps at least this fraction of its prunable
-            parameters.
+            parameters (of the dense block, or of its uniform share, see `block_floor_of`).
+        block_floor_of (`str`, defaults to `"dense"`): what `block_floor` is a fraction of: `"dense"`, the dense
+            block (a fixed floor, which makes high targets unreachable), or `"uniform"`, the block's share under a
+            uniform allocation, `1 - target_sparsity` of it (scales with the target; every target stays reachable).
         normalize_block_scores (`bool`, defaults to `False`): divide every block's group scores by the block's mean
             score per parameter before the allocation compares blocks, which keeps the structure closer to uniform.
         round_to (`int`, defaults to `8`): keep q/k, v, MLP and residual sizes at multiples of this, which the
@@ -91,6 +95,9 @@ class GOHSPConfig(TrainingArguments):
         > Stage 3: fine-tuning
 
         finetune_epochs (`float`, defaults to `1.0`), finetune_max_steps (`int`, defaults to `-1`): its length.
+        lr_scheduler_across_stages (`bool`, defaults to `False`): one warm-up and one decay of `lr_scheduler_type`
+            over the pruning stage and fine-tuning together, fine-tuning continuing at the step the pruning stage
+            ended on (as a one-shot prune followed by fine-tuning has); by default each stage has its own.
         distillation_alpha (`float`, defaults to `0.0`): weight of the KL to the dense model's logits (0: off).
         distillation_temperature (`float`, defaults to `2.0`): softmax temperature of that KL.
         finetune_with_lora (`bool`, defaults to `False`): fine-tune with LoRA adapters (PEFT) instead of all weights;
@@ -144,6 +151,10 @@ class GOHSPConfig(TrainingArguments):
     block_floor: float = field(
         default=0.0, metadata={"help": "Every block keeps at least this fraction of its prunable parameters."}
     )
+    block_floor_of: str = field(
+        default="dense",
+        metadata={"help": f"What block_floor is a fraction of: {BLOCK_FLOOR_OF} (uniform: 1 - target of the block)."},
+    )
     normalize_block_scores: bool = field(
         default=False, metadata={"help": "Compare blocks by scores divided by each block's mean per parameter."}
     )
@@ -172,6 +183,13 @@ class GOHSPConfig(TrainingArguments):
     )
     rho_max: float = field(default=1.0, metadata={"help": "Largest rho."})
     finetune_epochs: float = field(default=1.0, metadata={"help": "Epochs of fine-tuning after the hard prune."})
+    lr_scheduler_across_stages: bool = field(
+        default=False,
+        metadata={
+            "help": "One warm-up and one decay of lr_scheduler_type over the pruning stage and fine-tuning together "
+            "(fine-tuning continues where the pruning stage stopped); default: each stage has its own."
+        },
+    )
     finetune_max_steps: int = field(default=-1, metadata={"help": "If > 0, steps of fine-tuning."})
     distillation_alpha: float = field(
         default=0.0, metadata={"help": "Weight of distillation from the dense model during fine-tuning (0: off)."}
@@ -214,6 +232,7 @@ class GOHSPConfig(TrainingArguments):
             ),
             (self.hidden_layer_norm in LAYER_NORMS, f"hidden_layer_norm must be one of {LAYER_NORMS}."),
             (0 <= self.block_floor < 1, f"block_floor must be in [0, 1), got {self.block_floor}."),
+            (self.block_floor_of in BLOCK_FLOOR_OF, f"block_floor_of must be one of {BLOCK_FLOOR_OF}."),
             (self.round_to >= 1, f"round_to must be >= 1, got {self.round_to}."),
             (self.min_mlp_width >= 1, f"min_mlp_width must be >= 1, got {self.min_mlp_width}."),
             (self.head_ranking in HEAD_RANKINGS, f"head_ranking must be one of {HEAD_RANKINGS}."),

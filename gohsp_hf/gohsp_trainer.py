@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Subset
-from transformers import Trainer
+from transformers import Trainer, get_scheduler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .batch_mixing import BatchMixingMixin
@@ -281,6 +282,31 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         implementation = target.config._attn_implementation
         loaded = type(target).from_pretrained(resume_from_checkpoint, attn_implementation=implementation)
         target.load_state_dict(loaded.state_dict(), strict=True)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """The Trainer's scheduler for the current stage; with `lr_scheduler_across_stages`, one schedule over the
+        pruning stage and fine-tuning together (its warm-up at the start of pruning, fine-tuning continuing at the
+        step the pruning stage ended on, with its new optimizer)."""
+        args = self.args
+        both = self.method.has_pruning_stage() and self.stage in (self.method.stage_name, "finetune")
+        if self.lr_scheduler is not None or not args.lr_scheduler_across_stages or not both:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = optimizer if optimizer is not None else self.optimizer
+        pruning = self.stage_steps(args.admm_epochs, args.admm_max_steps)
+        total = pruning + self.stage_steps(*self.method.finetune_length())
+        schedule = get_scheduler(
+            args.lr_scheduler_type, optimizer=optimizer, num_warmup_steps=args.get_warmup_steps(total),
+            num_training_steps=total, scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+        )  # fmt: skip
+        if not isinstance(schedule, LambdaLR):
+            raise ValueError(
+                f"lr_scheduler_across_stages needs a step-wise lr_scheduler_type (linear, cosine, constant...), got "
+                f"{args.lr_scheduler_type!r}; set lr_scheduler_across_stages=False to use it."
+            )
+        if self.stage == "finetune":  # the same curve, shifted by the steps of the pruning stage
+            schedule = LambdaLR(optimizer, [lambda step, f=f: f(step + pruning) for f in schedule.lr_lambdas])
+        self.lr_scheduler, self._created_lr_scheduler = schedule, True
+        return schedule
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """The Trainer's log, with the method's latest metrics (ADMM residual, rho, sparsity...) merged in."""

@@ -145,3 +145,32 @@ def test_norm_allocation_of_a_masked_model_keeps_its_structure():
     masked = apply_masks(copy.deepcopy(model), first)
     second = Allocation(solver, norm_importance(layout.parameters(masked), layout)).run()
     assert second == first
+
+
+def test_a_floor_of_the_uniform_share_scales_with_the_target():
+    """`block_floor_of="uniform"`: every block keeps at least `block_floor * (1 - target)` of its dense parameters,
+    so 0.9 is the fixed 0.18 floor at 80% and still reaches 83% and 90% on the benchmark's main shape."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=128, num_hidden_layers=6,
+                       num_attention_heads=4, intermediate_size=256, num_labels=10)  # fmt: skip
+    model = ViTForImageClassification(config)
+    for target in (0.6, 0.8, 0.83, 0.9):
+        solver = BudgetSolver.from_model(model, target, round_to=8, hidden=True)
+        hidden_sparsity = 1 - (1 - target) ** 0.5
+        importance = random_importance(solver)
+        for key in importance.blocks[5]:  # the last block scores low: without a floor it is nearly emptied
+            importance.blocks[5][key] = importance.blocks[5][key] * 1e-3
+        allocation = Allocation(solver, importance, block_floor=0.9, hidden_sparsity=hidden_sparsity,
+                                block_floor_of="uniform")  # fmt: skip
+        assert allocation.block_floor == pytest.approx(0.9 * (1 - target))
+        structure = allocation.run()
+        assert abs(solver.sparsity(structure) - target) < 0.005
+        dense_block = solver.parameters_kept([allocation._dense_block()], None)
+        for size in allocation.sizes():
+            assert solver.parameters_kept([size], structure.hidden_size) >= 0.9 * (1 - target) * dense_block
+        unfloored = Allocation(solver, importance, hidden_sparsity=hidden_sparsity)
+        unfloored.run()
+        assert solver.parameters_kept(unfloored.sizes()[5:], structure.hidden_size) < 0.9 * (1 - target) * dense_block
+    with pytest.raises(ValueError, match="block_floor_of must be one of"):
+        Allocation(solver, importance, block_floor=0.5, block_floor_of="total")

@@ -57,9 +57,11 @@ def test_resume_ends_like_the_uninterrupted_run(interrupt, uninterrupted, tmp_pa
 
 
 @pytest.mark.parametrize("method", [("--method", "sgmp", "--interrupt", "sgmp:20"),
-                                    ("--soft_pruning", "gradual", "--hidden", "--interrupt", "admm:20")])  # fmt: skip
+                                    ("--soft_pruning", "gradual", "--hidden", "--interrupt", "admm:20"),
+                                    ("--soft_pruning", "gradual", "--lr_across", "--interrupt", "finetune:9")])  # fmt: skip
 def test_resume_gradual_masks(method, tmp_path):
-    """SGMP and gohsp's `soft_pruning="gradual"` hold masks in their checkpoints."""
+    """SGMP and gohsp's `soft_pruning="gradual"` hold masks in their checkpoints; fine-tuning resumed on a schedule
+    across both stages continues it at the right step."""
     settings = method[:-2]
     full = tmp_path / "full"
     full.mkdir()

@@ -384,3 +384,21 @@ def test_gradual_soft_pruning_ends_on_the_structure_it_exports(dense_dir, tmp_pa
     assert sparsities == sorted(sparsities) and len(sparsities) == 4 and sparsities[-1] == pytest.approx(0.6)
     assert results["before_hard_prune"]["loss"] == pytest.approx(results["after_hard_prune"]["loss"], rel=1e-5)
     assert abs(results["achieved_sparsity"] - 0.6) < 0.005
+
+
+@pytest.mark.parametrize("across", [False, True])
+def test_learning_rate_schedule_per_stage_or_across_stages(dense_dir, tmp_path, across):
+    """By default each stage warms up and decays on its own; `lr_scheduler_across_stages` runs one linear decay over
+    the 8 + 8 steps, fine-tuning continuing where the pruning stage stopped (with a new optimizer)."""
+    args = gohsp_args(tmp_path / "out", soft_pruning="gradual", admm_max_steps=8, admm_update_steps=4,
+                      finetune_max_steps=8, logging_steps=1, lr_scheduler_type="linear", warmup_steps=0,
+                      learning_rate=1e-3, lr_scheduler_across_stages=across)  # fmt: skip
+    trainer = GOHSPTrainer(model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN)
+    trainer.train()
+    history = trainer.results["log_history"]
+    rates = [
+        log["learning_rate"] for stage in ("admm", "finetune") for log in history[stage] if "learning_rate" in log
+    ]
+    steps = 16 if across else 8
+    expected = [1e-3 * (1 - (k % steps) / steps) for k in range(16)]  # the rate each step trained with
+    assert rates == pytest.approx(expected)
