@@ -82,10 +82,16 @@ ABLATIONS = {
     "pruning_epochs=5": dict(admm_epochs=5.0, finetune_epochs="rest"),
     "block_floor=0.15": dict(block_floor=0.15),  # less heterogeneous: every block keeps 15% of its parameters
     "block_floor=0.18": dict(block_floor=0.18),  # near-uniform at 80% on the main shape (Torch-Pruning's blocks: 19%)
+    "block_floor=0.9_of_uniform": dict(block_floor=0.9, block_floor_of="uniform"),  # 0.18 at 80%, 0.36 at 60%
+    "lr_across_stages+block_floor=0.9_of_uniform": dict(
+        lr_scheduler_across_stages=True, block_floor=0.9, block_floor_of="uniform"
+    ),  # the two leads together
     "normalize_block_scores": dict(normalize_block_scores=True),  # blocks compared by scores relative to their mean
+    "lr_across_stages": dict(lr_scheduler_across_stages=True),  # one warm-up and decay over pruning + fine-tuning
     "hidden=off": dict(prune_hidden_size=False),
     "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),
     "hidden=0.5": dict(prune_hidden_size=True, hidden_sparsity=0.5),
+    "hidden=0.6": dict(prune_hidden_size=True, hidden_sparsity=0.6),  # at 80% on the main shape: Torch-Pruning's 56
     "layer_norm=plain": dict(hidden_layer_norm="plain"),
     "round_to=1": dict(round_to=1),
 }
@@ -118,7 +124,15 @@ class Settings:
     distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
     ablations: tuple | None = None  # names of ABLATIONS to run at 60/80% (None: all of them)
     # the ablations run with every seed (the others: seed 0)
-    ablation_seeds: tuple = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18")
+    ablation_seeds: tuple = (
+        "soft_pruning=none",
+        "pruning_epochs=0.5",
+        "hidden=0.5",
+        "block_floor=0.18",
+        "lr_across_stages",
+        "block_floor=0.9_of_uniform",
+        "lr_across_stages+block_floor=0.9_of_uniform",
+    )
     ranking_samples: int = 512
     taylor_batches: int = 10
     tp_bisection_steps: int = 10
@@ -137,13 +151,18 @@ PASSES = {
     "long": Settings(name="long", admm_epochs=3, finetune_epochs=7, methods=("gohsp", "torch_pruning"),
                      seeds=(0, 1, 2), sparsities=(0.8,), distillation=False,
                      ablations=("block_floor=0.15", "block_floor=0.18", "soft_pruning=none", "pruning_epochs=1",
-                                "pruning_epochs=5", "normalize_block_scores"),
-                     ablation_seeds=("block_floor=0.15", "block_floor=0.18")),
+                                "pruning_epochs=5", "normalize_block_scores", "lr_across_stages",
+                                "hidden=0.6", "lr_across_stages+block_floor=0.9_of_uniform"),
+                     ablation_seeds=("block_floor=0.15", "block_floor=0.18", "lr_across_stages",
+                                     "lr_across_stages+block_floor=0.9_of_uniform")),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
                      sparsities=(0.6, 0.8), distillation=False,
-                     ablations=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18"),
-                     ablation_seeds=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18")),
+                     ablations=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18",
+                                "lr_across_stages", "block_floor=0.9_of_uniform", "lr_across_stages+block_floor=0.9_of_uniform"),
+                     ablation_seeds=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18",
+                                     "lr_across_stages", "block_floor=0.9_of_uniform",
+                                     "lr_across_stages+block_floor=0.9_of_uniform")),
 }  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
                  paper_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip
