@@ -183,6 +183,7 @@ class GOHSPConfig(TrainingArguments):
     )
     rho_max: float = field(default=1.0, metadata={"help": "Largest rho."})
     finetune_epochs: float = field(default=1.0, metadata={"help": "Epochs of fine-tuning after the hard prune."})
+    finetune_max_steps: int = field(default=-1, metadata={"help": "If > 0, steps of fine-tuning."})
     lr_scheduler_across_stages: bool = field(
         default=False,
         metadata={
@@ -190,7 +191,6 @@ class GOHSPConfig(TrainingArguments):
             "(fine-tuning continues where the pruning stage stopped); default: each stage has its own."
         },
     )
-    finetune_max_steps: int = field(default=-1, metadata={"help": "If > 0, steps of fine-tuning."})
     distillation_alpha: float = field(
         default=0.0, metadata={"help": "Weight of distillation from the dense model during fine-tuning (0: off)."}
     )
