@@ -96,6 +96,10 @@ ABLATIONS = {
     "round_to=1": dict(round_to=1),
 }
 
+# The ablations every seed runs (the others run seed 0); the mlp4 pass runs exactly these.
+SEEDED_ABLATIONS = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18", "lr_across_stages",
+                    "block_floor=0.9_of_uniform", "lr_across_stages+block_floor=0.9_of_uniform")  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -123,16 +127,7 @@ class Settings:
     more_seeds: tuple = ("gohsp", "torch_pruning")  # the methods that get every seed at 60/80%
     distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
     ablations: tuple | None = None  # names of ABLATIONS to run at 60/80% (None: all of them)
-    # the ablations run with every seed (the others: seed 0)
-    ablation_seeds: tuple = (
-        "soft_pruning=none",
-        "pruning_epochs=0.5",
-        "hidden=0.5",
-        "block_floor=0.18",
-        "lr_across_stages",
-        "block_floor=0.9_of_uniform",
-        "lr_across_stages+block_floor=0.9_of_uniform",
-    )
+    ablation_seeds: tuple = SEEDED_ABLATIONS  # the ablations run with every seed (the others: seed 0)
     ranking_samples: int = 512
     taylor_batches: int = 10
     tp_bisection_steps: int = 10
@@ -157,12 +152,7 @@ PASSES = {
                                      "lr_across_stages+block_floor=0.9_of_uniform")),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
-                     sparsities=(0.6, 0.8), distillation=False,
-                     ablations=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18",
-                                "lr_across_stages", "block_floor=0.9_of_uniform", "lr_across_stages+block_floor=0.9_of_uniform"),
-                     ablation_seeds=("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18",
-                                     "lr_across_stages", "block_floor=0.9_of_uniform",
-                                     "lr_across_stages+block_floor=0.9_of_uniform")),
+                     sparsities=(0.6, 0.8), distillation=False, ablations=SEEDED_ABLATIONS),
 }  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
                  paper_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip

@@ -123,13 +123,14 @@ class Allocation:
         step = max(excess / rounds, 1)
         tolerance = 0.0025 * self.solver.total
         while excess > 0:
-            candidates = sorted(self.candidates(), key=lambda c: c.value)
+            rooms = self._rooms()  # per block, what it may still lose above its floor (empty without a floor)
+            candidates = sorted(self.candidates(rooms), key=lambda c: c.value)
             if not candidates:
                 limit = self.floor_name if self.block_floor > 0 else "the minimum sizes"
                 raise ValueError(
                     f"target_sparsity {self.solver.target:.3f} cannot be reached with {limit}; lower one of them."
                 )
-            removed, rooms = 0, self._rooms()
+            removed = 0
             for candidate in candidates:
                 if removed >= min(step, excess):
                     break
@@ -159,14 +160,15 @@ class Allocation:
         return structure
 
     # -- candidates ----------------------------------------------------------------------------------------------
-    def candidates(self) -> list[Candidate]:
-        """Every chunk that may go next in this round, with its value and cost at the current sizes."""
+    def candidates(self, rooms: dict[int, float]) -> list[Candidate]:
+        """Every chunk that may go next in this round, with its value and cost at the current sizes; a block's
+        chunks stop at its room above the floor (`rooms`, from `_rooms`)."""
         sizes, hidden = self.sizes(), self.hidden_size()
         found = []
         for layer, keep in enumerate(self.keep):
             costs = self.solver.unit_costs(sizes[layer], hidden)
             scores = self.importance.block_scores(layer, keep, self.kinds)
-            room = self._block_room(sizes[layer], hidden)
+            room = rooms.get(layer)
             if self.normalize_blocks:
                 scale = self._block_scale(keep, scores, costs)
                 scores = {kind: value / scale for kind, value in scores.items()}
@@ -190,14 +192,8 @@ class Allocation:
         """Per block, the parameters it may still lose above its floor (empty without a floor)."""
         if self.block_floor <= 0:
             return {}
-        sizes, hidden = self.sizes(), self.hidden_size()
-        return {layer: self._block_room(size, hidden) for layer, size in enumerate(sizes)}
-
-    def _block_room(self, size: dict[str, int], hidden: int | None) -> float | None:
-        """Parameters the block may still lose above its floor (None: no floor)."""
-        if self.block_floor <= 0:
-            return None
-        return self.solver.parameters_kept([size], hidden) - self.block_floor * self.dense_block
+        hidden, floor = self.hidden_size(), self.block_floor * self.dense_block
+        return {layer: self.solver.parameters_kept([size], hidden) - floor for layer, size in enumerate(self.sizes())}
 
     def _chunks(self, layer, kind, scores, cost, room) -> list[Candidate]:
         mask = self.hidden if layer is None else self.keep[layer][kind]
