@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
+from transformers import SchedulerType, TrainingArguments
 
 from .allocation import BLOCK_FLOOR_OF
 from .export import LAYER_NORMS
@@ -95,9 +95,11 @@ class GOHSPConfig(TrainingArguments):
         > Stage 3: fine-tuning
 
         finetune_epochs (`float`, defaults to `1.0`), finetune_max_steps (`int`, defaults to `-1`): its length.
-        lr_scheduler_across_stages (`bool`, defaults to `False`): one warm-up and one decay of `lr_scheduler_type`
-            over the pruning stage and fine-tuning together, fine-tuning continuing at the step the pruning stage
-            ended on (as a one-shot prune followed by fine-tuning has); by default each stage has its own.
+        lr_scheduler_across_stages (`bool`, *optional*): one warm-up and one decay of `lr_scheduler_type` over the
+            pruning stage and fine-tuning together, fine-tuning continuing at the step the pruning stage ended on
+            (as a one-shot prune followed by fine-tuning has); `False`: each stage has its own. Default: on for
+            `gohsp` (it measured better where `gohsp` trailed Torch-Pruning, docs/method.md), off for
+            `gohsp_paper` and the baselines, and off with `reduce_lr_on_plateau`, which is not step-wise.
         distillation_alpha (`float`, defaults to `0.0`): weight of the KL to the dense model's logits (0: off).
         distillation_temperature (`float`, defaults to `2.0`): softmax temperature of that KL.
         finetune_with_lora (`bool`, defaults to `False`): fine-tune with LoRA adapters (PEFT) instead of all weights;
@@ -184,11 +186,12 @@ class GOHSPConfig(TrainingArguments):
     rho_max: float = field(default=1.0, metadata={"help": "Largest rho."})
     finetune_epochs: float = field(default=1.0, metadata={"help": "Epochs of fine-tuning after the hard prune."})
     finetune_max_steps: int = field(default=-1, metadata={"help": "If > 0, steps of fine-tuning."})
-    lr_scheduler_across_stages: bool = field(
-        default=False,
+    lr_scheduler_across_stages: bool | None = field(
+        default=None,
         metadata={
             "help": "One warm-up and one decay of lr_scheduler_type over the pruning stage and fine-tuning together "
-            "(fine-tuning continues where the pruning stage stopped); default: each stage has its own."
+            "(fine-tuning continues where the pruning stage stopped); False: each stage has its own. Default: on "
+            "for gohsp, off for gohsp_paper and the baselines."
         },
     )
     distillation_alpha: float = field(
@@ -263,3 +266,6 @@ class GOHSPConfig(TrainingArguments):
                 raise ValueError(message)
         if self.prune_hidden_size is None:  # the method's own default: only gohsp narrows the residual stream
             self.prune_hidden_size = PRUNING_METHODS[self.method].supports_hidden
+        if self.lr_scheduler_across_stages is None:  # the method's own default, where the schedule is step-wise
+            step_wise = self.lr_scheduler_type != SchedulerType.REDUCE_ON_PLATEAU
+            self.lr_scheduler_across_stages = PRUNING_METHODS[self.method].schedule_across_stages and step_wise

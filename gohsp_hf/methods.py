@@ -53,6 +53,8 @@ class PruningMethod:
     stage_name: str | None = None  # the checkpoint folder of the method's pruning stage; None: no such stage
     description = "structured one-shot magnitude pruning (a baseline)"  # for the model card
     supports_hidden = False  # whether it can prune residual-stream channels
+    # the default of `lr_scheduler_across_stages`: the baselines keep the schedule per stage they were measured with
+    schedule_across_stages = False
 
     def __init__(self, trainer: GOHSPTrainer):
         self.trainer, self.args = trainer, trainer.args
@@ -202,6 +204,7 @@ class GOHSP(PruningMethod):
         "pruning, hard pruning and fine-tuning)"
     )
     supports_hidden = True
+    schedule_across_stages = True  # measured better on the benchmark's worst settings (docs/method.md)
 
     def __init__(self, trainer: GOHSPTrainer):
         super().__init__(trainer)
@@ -356,6 +359,7 @@ class GOHSPPaper(GOHSP):
 
     description = "GOHSP as in the paper (graph-ranked heads, ADMM toward the weight-norm projection, fine-tuning)"
     supports_hidden = False
+    schedule_across_stages = False  # the paper fine-tunes the hard-pruned model as a stage of its own
 
     def head_sparsity(self) -> float | None:
         return PruningMethod.head_sparsity(self)

@@ -101,7 +101,7 @@ def test_accuracy_benchmark_runs_skips_and_reports(tmp_path):
 
 def test_ablations_split_each_pass_budget(tmp_path):
     """A pruning-stage ablation keeps the pass's extra epochs: the stage's length changes, fine-tuning gets the
-    rest; one equal to the pass's own split, or longer than its budget, is not planned."""
+    rest; one equal to the pass's own split or to gohsp's defaults, or longer than its budget, is not planned."""
     accuracy = import_accuracy()
     main, long = (
         accuracy.Benchmark(accuracy.PASSES[name], tmp_path, tmp_path, (None, None)) for name in ("main", "long")
@@ -112,6 +112,12 @@ def test_ablations_split_each_pass_budget(tmp_path):
     assert main.ablation_overrides("pruning_epochs=5", 0.8) is None  # longer than its 3 extra epochs
     assert main.ablation_overrides("heads=half_of_target", 0.6) == {"head_sparsity": 0.3}
     assert main.ablation_overrides("importance=fisher", 0.6) is None  # the default
+    assert main.ablation_overrides("lr_per_stage", 0.6) == {"lr_scheduler_across_stages": False}
+    accuracy.ABLATIONS["across"] = dict(lr_scheduler_across_stages=True, prune_hidden_size=True)
+    try:  # the defaults a method resolves itself (None in the dataclass) count as defaults too
+        assert main.ablation_overrides("across", 0.8) is None
+    finally:
+        del accuracy.ABLATIONS["across"]
 
 
 def test_results_record_the_dense_model_they_started_from(tmp_path):

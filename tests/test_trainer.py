@@ -40,7 +40,7 @@ def dense_dir(tmp_path_factory):
 def gohsp_args(output_dir, **overrides):
     settings = dict(
         target_sparsity=0.5,
-        soft_pruning="admm",  # these tests are about the ADMM stage; the default (prune at once) has its own
+        soft_pruning="admm",  # these tests are about the ADMM stage; the default (gradual masks) has its own
         round_to=1,  # chunks of 8 are too coarse for the budget on this 48-wide model
         admm_max_steps=300,
         admm_update_steps=100,
@@ -386,10 +386,18 @@ def test_gradual_soft_pruning_ends_on_the_structure_it_exports(dense_dir, tmp_pa
     assert abs(results["achieved_sparsity"] - 0.6) < 0.005
 
 
+def test_one_schedule_across_stages_is_gohsps_default_only():
+    defaults = {m: gohsp_args("unused", method=m).lr_scheduler_across_stages for m in ("gohsp", "gohsp_paper", "somp")}
+    assert defaults == {"gohsp": True, "gohsp_paper": False, "somp": False}
+    plateau = gohsp_args("unused", lr_scheduler_type="reduce_lr_on_plateau", eval_strategy="epoch")
+    assert plateau.lr_scheduler_across_stages is False  # not step-wise: one schedule per stage
+    assert gohsp_args("unused", lr_scheduler_across_stages=False).lr_scheduler_across_stages is False
+
+
 @pytest.mark.parametrize("across", [False, True])
 def test_learning_rate_schedule_per_stage_or_across_stages(dense_dir, tmp_path, across):
-    """By default each stage warms up and decays on its own; `lr_scheduler_across_stages` runs one linear decay over
-    the 8 + 8 steps, fine-tuning continuing where the pruning stage stopped (with a new optimizer)."""
+    """`lr_scheduler_across_stages` (gohsp's default) runs one linear decay over the 8 + 8 steps, fine-tuning
+    continuing where the pruning stage stopped (with a new optimizer); without it each stage decays on its own."""
     args = gohsp_args(tmp_path / "out", soft_pruning="gradual", admm_max_steps=8, admm_update_steps=4,
                       finetune_max_steps=8, logging_steps=1, lr_scheduler_type="linear", warmup_steps=0,
                       learning_rate=1e-3, lr_scheduler_across_stages=across)  # fmt: skip

@@ -46,7 +46,7 @@ parser.add_argument("--admm_steps", type=int, default=40)
 parser.add_argument("--save_steps", type=int, default=6)
 parser.add_argument("--lora", action="store_true")
 parser.add_argument("--hidden", action="store_true", help="prune residual-stream channels too")
-parser.add_argument("--lr_across", action="store_true", help="one learning-rate schedule over both stages")
+parser.add_argument("--lr_per_stage", action="store_true", help="a learning-rate schedule per stage (default: one)")
 parser.add_argument("--soft_pruning", default="admm")  # resume and DDP are tested through the stage with most state
 cli = parser.parse_args()
 
@@ -71,7 +71,7 @@ args = GOHSPConfig(
     resume_from_checkpoint="last" if cli.resume else None,
     finetune_with_lora=cli.lora,
     prune_hidden_size=cli.hidden,
-    lr_scheduler_across_stages=cli.lr_across,
+    lr_scheduler_across_stages=False if cli.lr_per_stage else None,  # None: the method's default
 )
 callbacks = [Interrupt(*cli.interrupt.split(":")[:1], int(cli.interrupt.split(":")[1]))] if cli.interrupt else []
 trainer = GOHSPTrainer(
