@@ -523,7 +523,7 @@ if __name__ == "__main__":
             raise
         sys.exit(f"run_gohsp.py: error: {error}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # gloo sometimes aborts at interpreter exit after all work is done (HF_NOTES item 6).
+        # gloo sometimes aborts at interpreter exit after all work is done (exit code -6).
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
         sys.stdout.flush()

@@ -1,7 +1,7 @@
 """Hard pruning: slice a (masked) dense ViT/DeiT into a physically smaller `GOHSPViTForImageClassification`.
 
 GOHSP stage 3 (paper: "the pruned weights ... are removed"): every kept group is copied, every pruned group
-is dropped, and the softmax scale of the dense model is kept (HF_NOTES item 7), so the exported model gives
+is dropped, and the softmax scale of the dense model is kept (head sizes shrink), so the exported model gives
 the masked dense model's logits.
 """
 

@@ -91,7 +91,7 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         self.push_final_model, args.push_to_hub = args.push_to_hub, False
         super().__init__(model=model, args=args, **kwargs)
         # Our penalty (and the pruned model's loss) are means: the Trainer must divide them by the
-        # accumulation steps itself rather than scale by a token count (HF_NOTES item 4).
+        # accumulation steps itself rather than scale by a token count (and by world size under DDP).
         self.model_accepts_loss_kwargs = False
         self.calibration_dataset, self.dataset_name = calibration_dataset, dataset_name
         self.train_batch_transform = train_batch_transform
@@ -274,7 +274,7 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         """Load checkpoint weights through `from_pretrained`, which maps transformers' on-disk ViT/DeiT names.
 
         transformers 5.24's own version loads the raw state dict with `strict=False`: every ViT encoder weight
-        is then "unexpected" and silently stays at its fresh values (HF_NOTES item 3).
+        is then "unexpected" and silently stays at its fresh values (no key conversion to the legacy names).
         """
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
         if isinstance(target, PeftModel):  # adapters only: the Trainer's own loader handles them

@@ -19,7 +19,7 @@ def add_lora(
     """Wrap a (pruned) ViT in LoRA adapters; the classifier head(s) stay fully trainable.
 
     transformers 5.x names the ViT projections `q_proj`/`k_proj`/`v_proj`/`o_proj` and `fc1`/`fc2` (the v4 names
-    `query`/`value` match nothing, HF_NOTES item 12). LoRA wraps each Linear at its own pruned shape.
+    `query`/`value` match nothing). LoRA wraps each Linear at its own pruned shape.
     """
     heads = ["cls_classifier", "distillation_classifier"] if hasattr(model, "cls_classifier") else ["classifier"]
     config = LoraConfig(

@@ -109,7 +109,7 @@ def test_sigkill_in_the_admm_stage_then_resume(tmp_path):
 
 
 def test_checkpoint_weights_load_through_the_key_mapping(tmp_path):
-    """transformers 5.24's own resume leaves native ViT weights at their init (HF_NOTES 3); ours must not."""
+    """transformers 5.24's own resume leaves native ViT weights at their init (strict=False); ours not."""
     args = GOHSPConfig(str(tmp_path / "out"), soft_pruning="admm", admm_max_steps=4, admm_update_steps=2, finetune_max_steps=2,
                        save_strategy="steps", save_steps=4, per_device_train_batch_size=16, **QUIET)  # fmt: skip
     trainer = GOHSPTrainer(model=make_model("vit", num_labels=10), args=args, train_dataset=DigitsDataset(0, 200))

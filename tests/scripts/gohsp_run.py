@@ -106,4 +106,4 @@ if distributed:
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 sys.stdout.flush()
-os._exit(0)  # gloo can abort at interpreter exit (HF_NOTES item 6)
+os._exit(0)  # gloo can abort at interpreter exit (exit code -6)
