@@ -83,6 +83,10 @@ ABLATIONS = {
     "block_floor=0.15": dict(block_floor=0.15),  # less heterogeneous: every block keeps 15% of its parameters
     "block_floor=0.18": dict(block_floor=0.18),  # near-uniform at 80% on the main shape (Torch-Pruning's blocks: 19%)
     "block_floor=0.9_of_uniform": dict(block_floor=0.9, block_floor_of="uniform"),  # 0.18 at 80%, 0.36 at 60%
+    "allocation=uniform": dict(allocation="uniform"),  # every block the same fraction of each kind, all heads kept
+    # Torch-Pruning's structure at 80% on the main shape (56 residual channels, q/k and v 14 per head, MLP 113-116):
+    # what GOHSP's scores and pruning stage make of the same widths
+    "allocation=uniform+round_to=2+hidden=0.5625": dict(allocation="uniform", round_to=2, hidden_sparsity=0.5625),
     "normalize_block_scores": dict(normalize_block_scores=True),  # blocks compared by scores relative to their mean
     "lr_per_stage": dict(lr_scheduler_across_stages=False),  # a warm-up and decay per stage, not one over both
     "hidden=off": dict(prune_hidden_size=False),
@@ -144,7 +148,8 @@ PASSES = {
                      seeds=(0, 1, 2), sparsities=(0.8,), distillation=False,
                      ablations=("block_floor=0.15", "block_floor=0.18", "soft_pruning=none", "pruning_epochs=1",
                                 "pruning_epochs=5", "normalize_block_scores", "lr_per_stage",
-                                "hidden=0.6", "block_floor=0.9_of_uniform"),
+                                "hidden=0.6", "block_floor=0.9_of_uniform", "allocation=uniform",
+                                "allocation=uniform+round_to=2+hidden=0.5625"),
                      ablation_seeds=("block_floor=0.15", "block_floor=0.18", "lr_per_stage",
                                      "block_floor=0.9_of_uniform")),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.

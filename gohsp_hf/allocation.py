@@ -8,6 +8,9 @@ the kept heads), and its cost is the number of parameters it still holds; both a
 so removing heads makes dimensions cheaper and the other way round. Heads compete on the same per-parameter scale
 as every other group: the allocation decides how many each block keeps. Which head of a block goes next can be
 given from outside (`head_order`, e.g. the graph ranking of stage 1).
+
+`allocation="uniform"` is the comparison point (Torch-Pruning's default): every block keeps the same fraction of
+each kind, the largest within the budget, and the scores only pick which groups of a block those are.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .importance import GroupImportance
 from .structure import LayerStructure, PrunedStructure
 
 BLOCK_FLOOR_OF = ("dense", "uniform")
+ALLOCATIONS = ("global", "uniform")
 
 
 @dataclass
@@ -54,6 +58,10 @@ class Allocation:
         hidden_sparsity: with residual channels in the layout, remove this fraction of them first (least
             important first), then allocate the rest of the budget over the other kinds; None: channels compete
             in the allocation like every other group.
+        allocation: "global" (groups compete across blocks and kinds per parameter: the structure is heterogeneous)
+            or "uniform" (every block keeps the same fraction of its q/k and v dimensions, MLP neurons and, if they
+            compete, residual channels; heads are all kept unless `head_mask` fixes them; floors and
+            normalisation do not apply).
     """
 
     def __init__(
@@ -66,9 +74,13 @@ class Allocation:
         hidden_sparsity: float | None = None,
         normalize_blocks: bool = False,
         block_floor_of: str = "dense",
+        allocation: str = "global",
     ):
         if block_floor_of not in BLOCK_FLOOR_OF:
             raise ValueError(f"block_floor_of must be one of {BLOCK_FLOOR_OF}, got {block_floor_of!r}.")
+        if allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}.")
+        self.allocation = allocation
         dims = solver.dims
         self.solver, self.importance, self.head_order, self.block_floor = solver, importance, head_order, block_floor
         self.normalize_blocks, self.floor_name = normalize_blocks, f"block_floor {block_floor}"
@@ -119,6 +131,8 @@ class Allocation:
         any that would overshoot the budget by more than 0.25% of the model; when nothing else fits, the smallest
         chunk goes, so the model lands just under the budget.
         """
+        if self.allocation == "uniform":
+            return self._run_uniform()
         excess = self.excess()
         step = max(excess / rounds, 1)
         tolerance = 0.0025 * self.solver.total
@@ -144,6 +158,55 @@ class Allocation:
                 self.remove(min(candidates, key=lambda c: (c.cost, c.value)))
             excess = self.excess()
         return self.structure()
+
+    def _run_uniform(self, iterations: int = 30) -> PrunedStructure:
+        """`allocation="uniform"`: the largest fraction every block keeps of each kind within the budget, by
+        bisection; a block keeps its best groups of each kind (at least the minimum size, a multiple of
+        `round_to`). Rounding q/k and v sizes to `round_to` can leave much of the budget unspent, so the MLP width,
+        the finest kind, then grows: by a common fraction, and last by single chunks, best block first."""
+        kinds = [kind for kind in self.kinds if kind != "head"]
+        scores = [self.importance.block_scores(layer, keep, kinds) for layer, keep in enumerate(self.keep)]
+        channels = None if self.hidden is None or self.hidden_fixed else self.importance.hidden_scores()
+
+        def keep_fraction(fraction: float, only: tuple = ("qk", "v", "mlp", "hidden")) -> int:
+            for layer, keep in enumerate(self.keep):
+                for kind in kinds:
+                    if kind in only:
+                        keep[kind] = self._best(scores[layer][kind], fraction, self.minimum[kind])
+            if channels is not None and "hidden" in only:
+                self.hidden = self._best(channels, fraction, self.minimum["hidden"])
+            return self.excess()
+
+        if keep_fraction(0.0) > 0:
+            raise ValueError(
+                f"target_sparsity {self.solver.target:.3f} cannot be reached with the minimum sizes; lower it."
+            )
+        for only in (("qk", "v", "mlp", "hidden"), ("mlp",)):
+            low, high = 0.0, 1.0
+            for _ in range(iterations):
+                middle = (low + high) / 2
+                low, high = (middle, high) if keep_fraction(middle, only) <= 0 else (low, middle)
+            keep_fraction(low, only)
+        for layer in sorted(range(len(self.keep)), key=lambda layer: -self._next_mlp_value(scores, layer)):
+            previous = self.keep[layer]["mlp"]
+            fraction = (int(previous.sum()) + 1) / previous.numel()  # one chunk more
+            self.keep[layer]["mlp"] = self._best(scores[layer]["mlp"], fraction, self.minimum["mlp"])
+            if self.excess() > 0:
+                self.keep[layer]["mlp"] = previous
+        return self.structure()
+
+    def _next_mlp_value(self, scores, layer: int) -> float:
+        """The summed score of the next `round_to` MLP neurons block `layer` would keep."""
+        kept, ranked = int(self.keep[layer]["mlp"].sum()), scores[layer]["mlp"].double().sort(descending=True).values
+        return ranked[kept : kept + self.solver.round_to].sum().item()
+
+    def _best(self, scores: torch.Tensor, fraction: float, minimum: int) -> torch.Tensor:
+        """A mask of the best `fraction` of the groups by score, rounded up to a multiple of `round_to`."""
+        size, chunk = scores.numel(), self.solver.round_to
+        kept = min(size, max(minimum, math.ceil(size * fraction / chunk) * chunk))
+        mask = torch.zeros(size, dtype=torch.bool)
+        mask[torch.argsort(scores.double(), descending=True, stable=True)[:kept]] = True
+        return mask
 
     def remove(self, candidate: Candidate) -> None:
         mask = self.hidden if candidate.layer is None else self.keep[candidate.layer][candidate.kind]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import SchedulerType, TrainingArguments
 
-from .allocation import BLOCK_FLOOR_OF
+from .allocation import ALLOCATIONS, BLOCK_FLOOR_OF
 from .export import LAYER_NORMS
 from .head_ranking import DIRECTIONS, SCOPES, SIMILARITIES
 from .importance import IMPORTANCES
@@ -49,6 +49,10 @@ class GOHSPConfig(TrainingArguments):
         hidden_layer_norm (`str`, defaults to `"dense_statistics"`): with `prune_hidden_size`, whether the pruned
             model's layer norms keep the dense model's statistics (`dense_statistics`: the export is exact) or
             become plain layer norms over the kept channels (`plain`).
+        allocation (`str`, defaults to `"global"`): how the budget is spread: `global`, one allocation in which
+            every group competes per parameter across blocks and kinds (the structure differs per block), or
+            `uniform`, every block keeping the same fraction of its q/k and v dimensions and MLP neurons, all heads
+            kept (as Torch-Pruning does by default); the scores then only pick which groups of a block stay.
         block_floor (`float`, defaults to `0.0`): every block keeps at least this fraction of its prunable
             parameters (of the dense block, or of its uniform share, see `block_floor_of`).
         block_floor_of (`str`, defaults to `"dense"`): what `block_floor` is a fraction of: `"dense"`, the dense
@@ -150,6 +154,10 @@ class GOHSPConfig(TrainingArguments):
         default="dense_statistics",
         metadata={"help": f"Layer norms of a narrowed residual stream: {LAYER_NORMS} (dense_statistics is exact)."},
     )
+    allocation: str = field(
+        default="global",
+        metadata={"help": f"Budget spread: {ALLOCATIONS} (uniform: the same fraction of every kind in every block)."},
+    )
     block_floor: float = field(
         default=0.0, metadata={"help": "Every block keeps at least this fraction of its prunable parameters."}
     )
@@ -234,6 +242,12 @@ class GOHSPConfig(TrainingArguments):
                 f"hidden_sparsity must be in [0, 1), got {self.hidden_sparsity}.",
             ),
             (self.hidden_layer_norm in LAYER_NORMS, f"hidden_layer_norm must be one of {LAYER_NORMS}."),
+            (self.allocation in ALLOCATIONS, f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}."),
+            (
+                self.allocation == "global" or (self.block_floor == 0 and not self.normalize_block_scores),
+                "block_floor and normalize_block_scores shape a global allocation; with allocation='uniform' "
+                "leave them at 0 and False.",
+            ),
             (0 <= self.block_floor < 1, f"block_floor must be in [0, 1), got {self.block_floor}."),
             (self.block_floor_of in BLOCK_FLOOR_OF, f"block_floor_of must be one of {BLOCK_FLOOR_OF}."),
             (self.round_to >= 1, f"round_to must be >= 1, got {self.round_to}."),

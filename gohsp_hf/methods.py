@@ -278,7 +278,7 @@ class GOHSP(PruningMethod):
         hidden_sparsity = self.hidden_sparsity() * target / args.target_sparsity if args.prune_hidden_size else None
         allocation = Allocation(
             solver.at(target), self.importance(model, tensors), self.head_order, fixed_heads, args.block_floor,
-            hidden_sparsity, args.normalize_block_scores, args.block_floor_of,
+            hidden_sparsity, args.normalize_block_scores, args.block_floor_of, args.allocation,
         )  # fmt: skip
         return allocation.run()
 

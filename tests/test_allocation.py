@@ -174,3 +174,34 @@ def test_a_floor_of_the_uniform_share_scales_with_the_target():
         assert solver.parameters_kept(unfloored.sizes()[5:], structure.hidden_size) < 0.9 * (1 - target) * dense_block
     with pytest.raises(ValueError, match="block_floor_of must be one of"):
         Allocation(solver, importance, block_floor=0.5, block_floor_of="total")
+
+
+@pytest.mark.parametrize("cut_hidden_first", [False, True])
+@pytest.mark.parametrize("target", [0.4, 0.8])
+def test_a_uniform_allocation_keeps_the_same_best_groups_fraction_in_every_block(target, cut_hidden_first):
+    """`allocation="uniform"`: every block keeps all its heads and the same q/k and v sizes, MLP widths within one
+    `round_to` chunk of each other (the chunks that land the budget), and the scores still pick which groups stay
+    (a zeroed MLP neuron goes, a boosted one stays)."""
+    model = make_model("deit", hidden_size=64, num_attention_heads=4, intermediate_size=128)
+    solver = BudgetSolver.from_model(model, target, round_to=4, hidden=True)
+    hidden_sparsity = 1 - (1 - target) ** 0.5 if cut_hidden_first else None  # the default cut, or competing
+    importance = random_importance(solver)
+    importance.blocks[0][("mlp",)][0, 5] = 0.0
+    importance.blocks[1][("mlp",)][0, 7] = 100.0
+    allocation = Allocation(solver, importance, hidden_sparsity=hidden_sparsity, allocation="uniform")
+    structure = allocation.run()
+    sizes = structure.sizes()
+    assert all(size["heads"] == 4 and (size["qk_dim"], size["v_dim"]) == (sizes[0]["qk_dim"], sizes[0]["v_dim"])
+               for size in sizes)  # fmt: skip
+    widths = [size["mlp"] for size in sizes]
+    assert max(widths) - min(widths) <= 4
+    assert target <= solver.sparsity(structure) < target + 0.005
+    assert 5 not in structure.layers[0].mlp and 7 in structure.layers[1].mlp
+    assert all(width % 4 == 0 for width in widths) and structure.hidden_size % 4 == 0
+    if cut_hidden_first:  # as in the global allocation: the least important channels, before the rest
+        channels = torch.argsort(importance.hidden_scores(), descending=True)[: structure.hidden_size]
+        assert structure.hidden == sorted(channels.tolist())
+    greedy = Allocation(solver, importance, hidden_sparsity=hidden_sparsity).run()
+    assert len({tuple(sorted(size.items())) for size in greedy.sizes()}) > 1
+    with pytest.raises(ValueError, match="allocation must be one of"):
+        Allocation(solver, importance, allocation="greedy")

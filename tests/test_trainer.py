@@ -374,11 +374,16 @@ def test_methods_that_cannot_prune_the_residual_width_say_so(tmp_path):
         GOHSPTrainer(model=make_model("vit", num_labels=10), args=args, train_dataset=TRAIN)
 
 
-def test_gradual_soft_pruning_ends_on_the_structure_it_exports(dense_dir, tmp_path):
+@pytest.mark.parametrize("allocation", ["global", "uniform"])
+def test_gradual_soft_pruning_ends_on_the_structure_it_exports(dense_dir, tmp_path, allocation):
     """`soft_pruning="gradual"` holds masks that reach the target at the stage's last step, so the hard prune
-    changes no prediction, residual width included."""
-    trainer = short_hidden_run(dense_dir, tmp_path / "out", soft_pruning="gradual")
+    changes no prediction, residual width included; with `allocation="uniform"` every block has the same q/k and
+    v sizes and all its heads."""
+    trainer = short_hidden_run(dense_dir, tmp_path / "out", soft_pruning="gradual", allocation=allocation)
     results = trainer.results
+    if allocation == "uniform":
+        sizes = trainer.structure.sizes()
+        assert all(size["heads"] == 3 and size["qk_dim"] == sizes[0]["qk_dim"] for size in sizes)
     assert list(results["log_history"]) == ["admm", "finetune"]
     sparsities = [log["pruning_sparsity"] for log in results["log_history"]["admm"] if "pruning_sparsity" in log]
     assert sparsities == sorted(sparsities) and len(sparsities) == 4 and sparsities[-1] == pytest.approx(0.6)
@@ -392,6 +397,13 @@ def test_one_schedule_across_stages_is_gohsps_default_only():
     plateau = gohsp_args("unused", lr_scheduler_type="reduce_lr_on_plateau", eval_strategy="epoch")
     assert plateau.lr_scheduler_across_stages is False  # not step-wise: one schedule per stage
     assert gohsp_args("unused", lr_scheduler_across_stages=False).lr_scheduler_across_stages is False
+
+
+def test_uniform_allocation_refuses_the_knobs_of_a_global_one():
+    with pytest.raises(ValueError, match="with allocation='uniform' leave them at 0 and False"):
+        gohsp_args("unused", allocation="uniform", block_floor=0.1)
+    with pytest.raises(ValueError, match="allocation must be one of"):
+        gohsp_args("unused", allocation="greedy")
 
 
 @pytest.mark.parametrize("across", [False, True])
