@@ -87,6 +87,10 @@ ABLATIONS = {
     # Torch-Pruning's structure at 80% on the main shape (56 residual channels, q/k and v 14 per head, MLP 113-116):
     # what GOHSP's scores and pruning stage make of the same widths
     "allocation=uniform+round_to=2+hidden=0.5625": dict(allocation="uniform", round_to=2, hidden_sparsity=0.5625),
+    # the same widths pruned at once, as Torch-Pruning does (with GOHSP's scores and rescoring steps)
+    "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none": dict(
+        allocation="uniform", round_to=2, hidden_sparsity=0.5625, soft_pruning="none"
+    ),
     "normalize_block_scores": dict(normalize_block_scores=True),  # blocks compared by scores relative to their mean
     "lr_per_stage": dict(lr_scheduler_across_stages=False),  # a warm-up and decay per stage, not one over both
     "hidden=off": dict(prune_hidden_size=False),
@@ -149,9 +153,11 @@ PASSES = {
                      ablations=("block_floor=0.15", "block_floor=0.18", "soft_pruning=none", "pruning_epochs=1",
                                 "pruning_epochs=5", "normalize_block_scores", "lr_per_stage",
                                 "hidden=0.6", "block_floor=0.9_of_uniform", "allocation=uniform",
-                                "allocation=uniform+round_to=2+hidden=0.5625"),
+                                "allocation=uniform+round_to=2+hidden=0.5625",
+                                "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none"),
                      ablation_seeds=("block_floor=0.15", "block_floor=0.18", "lr_per_stage",
-                                     "block_floor=0.9_of_uniform", "allocation=uniform+round_to=2+hidden=0.5625")),
+                                     "block_floor=0.9_of_uniform", "allocation=uniform+round_to=2+hidden=0.5625",
+                                     "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none")),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
                      sparsities=(0.6, 0.8), distillation=False, ablations=SEEDED_ABLATIONS),
