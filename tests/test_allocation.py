@@ -178,7 +178,7 @@ def test_a_floor_of_the_uniform_share_scales_with_the_target():
 
 @pytest.mark.parametrize("cut_hidden_first", [False, True])
 @pytest.mark.parametrize("target", [0.4, 0.8])
-def test_a_uniform_allocation_keeps_the_same_best_groups_fraction_in_every_block(target, cut_hidden_first):
+def test_a_uniform_allocation_keeps_the_same_fraction_of_the_best_groups_in_every_block(target, cut_hidden_first):
     """`allocation="uniform"`: every block keeps all its heads and the same q/k and v sizes, MLP widths within one
     `round_to` chunk of each other (the chunks that land the budget), and the scores still pick which groups stay
     (a zeroed MLP neuron goes, a boosted one stays)."""
@@ -201,7 +201,7 @@ def test_a_uniform_allocation_keeps_the_same_best_groups_fraction_in_every_block
     if cut_hidden_first:  # as in the global allocation: the least important channels, before the rest
         channels = torch.argsort(importance.hidden_scores(), descending=True)[: structure.hidden_size]
         assert structure.hidden == sorted(channels.tolist())
-    greedy = Allocation(solver, importance, hidden_sparsity=hidden_sparsity).run()
-    assert len({tuple(sorted(size.items())) for size in greedy.sizes()}) > 1
+    heterogeneous = Allocation(solver, importance, hidden_sparsity=hidden_sparsity).run()  # the global default
+    assert len({tuple(sorted(size.items())) for size in heterogeneous.sizes()}) > 1
     with pytest.raises(ValueError, match="allocation must be one of"):
         Allocation(solver, importance, allocation="greedy")
