@@ -154,10 +154,11 @@ PASSES = {
                                 "pruning_epochs=5", "normalize_block_scores", "lr_per_stage",
                                 "hidden=0.6", "block_floor=0.9_of_uniform", "allocation=uniform",
                                 "allocation=uniform+round_to=2+hidden=0.5625",
-                                "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none"),
+                                "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none", "importance=taylor"),
                      ablation_seeds=("block_floor=0.15", "block_floor=0.18", "lr_per_stage",
                                      "block_floor=0.9_of_uniform", "allocation=uniform+round_to=2+hidden=0.5625",
-                                     "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none")),
+                                     "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none",
+                                     "importance=taylor")),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
                      sparsities=(0.6, 0.8), distillation=False, ablations=SEEDED_ABLATIONS),
