@@ -98,16 +98,9 @@ class Allocation:
         minimum = solver.minimum_sizes([1] * dims.num_layers)[0]
         self.minimum = minimum | {"hidden": solver.min_hidden}
         self.hidden_fixed = self.hidden is not None and hidden_sparsity is not None
-        if self.hidden_fixed:
-            self._drop_channels(hidden_sparsity)
+        if self.hidden_fixed:  # the least important channels go first (a multiple of `round_to`)
+            self.hidden = self._best(self.importance.hidden_scores(), 1 - hidden_sparsity, self.minimum["hidden"])
         self.dense_block = solver.parameters_kept([self._dense_block()], None) if block_floor > 0 else 0
-
-    def _drop_channels(self, fraction: float) -> None:
-        """Remove `fraction` of the residual channels (a multiple of `round_to`), least important first."""
-        size, chunk = self.solver.dims.hidden_size, self.solver.round_to
-        keep = max(self.minimum["hidden"], math.ceil(size * (1 - fraction) / chunk) * chunk)
-        order = torch.argsort(self.importance.hidden_scores().double(), stable=True)
-        self.hidden[order[: size - keep]] = False
 
     def _dense_block(self) -> dict[str, int]:
         return {k: dense_size(self.solver.dims, k) for k in BLOCK_KINDS}

@@ -205,3 +205,13 @@ def test_a_uniform_allocation_keeps_the_same_fraction_of_the_best_groups_in_ever
     assert len({tuple(sorted(size.items())) for size in heterogeneous.sizes()}) > 1
     with pytest.raises(ValueError, match="allocation must be one of"):
         Allocation(solver, importance, allocation="greedy")
+
+
+def test_a_small_residual_cut_of_a_width_that_is_no_multiple_of_round_to_keeps_every_channel():
+    """36 channels, `round_to=8`, 1% cut: the kept count rounds up to the whole width (the last chunk is shorter);
+    it once rounded to 40, and removing "36 - 40" channels dropped all but 4."""
+    model = make_model("vit", hidden_size=36)
+    solver = BudgetSolver.from_model(model, 0.3, round_to=8, hidden=True)
+    allocation = Allocation(solver, random_importance(solver), hidden_sparsity=0.01)
+    assert allocation.hidden_size() == 36
+    assert solver.sparsity(allocation.run()) >= 0.3
