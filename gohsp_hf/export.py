@@ -115,7 +115,8 @@ def _sliced_state_dict(model: nn.Module, structure: PrunedStructure) -> dict[str
         kept = ({} if block is None else blocks[block]) | hidden
         for axis, kinds in enumerate(layout.axes(name)):
             if kinds and all(kind in kept for kind in kinds):
-                state[name] = state[name].index_select(axis, flat_indices(kinds, kept, sizes))
+                index = flat_indices(kinds, kept, sizes).to(state[name].device)
+                state[name] = state[name].index_select(axis, index)
     prefix = base_model_prefix(model) + "."
     return {("vit." + k[len(prefix) :] if k.startswith(prefix) else k): v.clone() for k, v in state.items()}
 
