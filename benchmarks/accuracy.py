@@ -6,13 +6,15 @@ on two shapes and two budgets, with distillation as a column, and the ablations 
     python benchmarks/accuracy.py                   # every pass -> results/accuracy/ (hours on 2 CPU cores)
     python benchmarks/accuracy.py --passes main     # one pass; --runs 'gohsp-*' picks runs by name
     python benchmarks/accuracy.py --quick           # a subset with few epochs -> results/accuracy_quick/
+    bash benchmarks/accuracy_gpu.sh RESULTS_DIR SOURCE_DIR SECONDS  # the long pass on a GPU (`--gpu`), in a time limit
     python benchmarks/accuracy_tables.py            # the README tables, from the JSON
     python benchmarks/plots.py                      # the plots, from the JSON
 
 Passes (each a `Settings`):
 - `main`: ViT 128x6, 4 heads, MLP 256 (`shape` "128x6-mlp256"), 3 extra epochs: every method at 40/60/80%, a
   second seed for gohsp and Torch-Pruning at 60/80%, distillation for both at 60/80%, and the ablations.
-- `long`: the same model with 10 extra epochs, gohsp and Torch-Pruning at 80%, 3 seeds, and a per-block floor.
+- `long`: the same model with 10 extra epochs, gohsp and Torch-Pruning at 80%, 3 seeds, distillation for both, and
+  the ablations that decide the structure and the pruning stage.
 - `mlp4`: a second shape, ViT 96x6, 4 heads, MLP 384 (MLP ratio 4), 3 extra epochs, gohsp and Torch-Pruning at
   60/80%, 2 seeds, and the ablations that decide the pruning stage (pruning at once, a shorter stage).
 
@@ -60,8 +62,13 @@ from prepare_fashion_mnist import SOURCE, read_idx  # noqa: E402
 from gohsp_hf import GOHSPConfig, GOHSPTrainer, count_parameters, model_cost  # noqa: E402
 from gohsp_hf.losses import distillation_loss  # noqa: E402
 
+USE_CPU = True  # `--gpu`: the Trainers train on the GPU (Torch-Pruning's pruning step stays on the CPU)
 ALL_METHODS = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning")
 KD = dict(distillation_alpha=0.5, distillation_temperature=2.0)  # the distillation column, for both tools
+# Torch-Pruning's recipe inside GOHSP: its widths at 80% on the main shape, pruned at once, on one-shot Taylor scores
+TP_RECIPE = "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none+importance=taylor+importance_steps=1"
+TP_RECIPE_OVERRIDES = dict(allocation="uniform", round_to=2, hidden_sparsity=0.5625, soft_pruning="none",
+                           importance="taylor", importance_steps=1)  # fmt: skip
 # One knob of gohsp changed at a time; a variant equal to the library default is the main run itself.
 ABLATIONS = {
     "importance=norm": dict(importance="norm"),
@@ -91,6 +98,9 @@ ABLATIONS = {
     "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none": dict(
         allocation="uniform", round_to=2, hidden_sparsity=0.5625, soft_pruning="none"
     ),
+    TP_RECIPE: TP_RECIPE_OVERRIDES,
+    # ... with layer norms over the kept channels, as Torch-Pruning's are
+    TP_RECIPE + "+layer_norm=plain": dict(TP_RECIPE_OVERRIDES, hidden_layer_norm="plain"),
     "normalize_block_scores": dict(normalize_block_scores=True),  # blocks compared by scores relative to their mean
     "lr_per_stage": dict(lr_scheduler_across_stages=False),  # a warm-up and decay per stage, not one over both
     "hidden=off": dict(prune_hidden_size=False),
@@ -149,16 +159,18 @@ class Settings:
 PASSES = {
     "main": Settings(),
     "long": Settings(name="long", admm_epochs=3, finetune_epochs=7, methods=("gohsp", "torch_pruning"),
-                     seeds=(0, 1, 2), sparsities=(0.8,), distillation=False,
+                     seeds=(0, 1, 2), sparsities=(0.8,),
                      ablations=("block_floor=0.15", "block_floor=0.18", "soft_pruning=none", "pruning_epochs=1",
                                 "pruning_epochs=5", "normalize_block_scores", "lr_per_stage",
                                 "hidden=0.6", "block_floor=0.9_of_uniform", "allocation=uniform",
                                 "allocation=uniform+round_to=2+hidden=0.5625",
-                                "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none", "importance=taylor"),
+                                "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none", "importance=taylor",
+                                TP_RECIPE, TP_RECIPE + "+layer_norm=plain", "layer_norm=plain"),
                      ablation_seeds=("block_floor=0.15", "block_floor=0.18", "lr_per_stage",
                                      "block_floor=0.9_of_uniform", "allocation=uniform+round_to=2+hidden=0.5625",
                                      "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none",
-                                     "importance=taylor")),
+                                     "importance=taylor", TP_RECIPE, TP_RECIPE + "+layer_norm=plain",
+                                     "layer_norm=plain")),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
                      sparsities=(0.6, 0.8), distillation=False, ablations=SEEDED_ABLATIONS),
@@ -187,7 +199,7 @@ class FashionMNIST(torch.utils.data.Dataset):
 
 def training_kwargs(s: Settings, seed: int) -> dict:
     return dict(per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=500, weight_decay=s.weight_decay,
-                label_smoothing_factor=s.label_smoothing, lr_scheduler_type="cosine", seed=seed, use_cpu=True,
+                label_smoothing_factor=s.label_smoothing, lr_scheduler_type="cosine", seed=seed, use_cpu=USE_CPU,
                 report_to=[], disable_tqdm=True, save_strategy="no", logging_steps=50, dataloader_num_workers=0)  # fmt: skip
 
 
@@ -196,7 +208,8 @@ class DistillationTrainer(Trainer):
 
     def __init__(self, teacher, alpha: float, temperature: float, **kwargs):
         super().__init__(**kwargs)
-        self.teacher, self.alpha, self.temperature = teacher.eval().requires_grad_(False), alpha, temperature
+        teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+        self.teacher, self.alpha, self.temperature = teacher, alpha, temperature
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
@@ -226,7 +239,7 @@ class Benchmark:
         dense_sha256 = self.dense_sha256 or file_sha256(self.dense_path() / "model.safetensors")
         result = {"run": name, **result, "shape": self.s.shape, "extra_epochs": self.s.extra_epochs,
                   "wall_seconds": seconds, "dense_sha256": dense_sha256, "settings": asdict(self.s),
-                  "machine": machine(),
+                  "machine": run_machine(),
                   "command": "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}  # fmt: skip
         write_json(self.results_dir / f"{name}.json", result)
         print(f"[accuracy] {name}: accuracy {result.get('accuracy', float('nan')):.4f}, "
@@ -420,6 +433,13 @@ class Benchmark:
             self.write(name, fn(), time.perf_counter() - start)
 
 
+def run_machine() -> dict:
+    """The machine a run trained on: `speed.machine()`, and with `--gpu` the GPU's name."""
+    if USE_CPU:
+        return machine()
+    return machine() | {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -513,7 +533,10 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a setting of every pass, e.g. --set train_size=512 (for smoke tests)")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the run names and exit")
+    parser.add_argument("--gpu", action="store_true", help="train on the GPU (give it its own --results_dir)")
     args = parser.parse_args()
+    global USE_CPU
+    USE_CPU = not args.gpu
     passes = {"main": QUICK} if args.quick else {name: PASSES[name] for name in args.passes.split(",")}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -523,7 +546,8 @@ def main() -> None:
     results_dir = args.results_dir or ROOT / "benchmarks" / "results" / (
         "accuracy_quick" if args.quick else "accuracy"
     )
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if USE_CPU:
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
     first = next(iter(passes.values()))
     data = (
         FashionMNIST("train", first.train_size, args.source_dir),

@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Features, Image
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -39,6 +38,8 @@ def convert(source: Path, output_dir: Path) -> None:
             f"Fashion-MNIST idx files not found in {source}. Install them with "
             "`apt-get install -y dataset-fashion-mnist`, or pass --source_dir."
         )
+    from datasets import ClassLabel, Dataset, Features, Image  # here: `read_idx` alone needs only numpy
+
     features = Features({"image": Image(), "label": ClassLabel(names=CLASSES)})
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The long pass of accuracy.py on a GPU, the most telling runs first, for at most SECONDS seconds; every run that
+# ends is in RESULTS_DIR (accuracy.py skips those on a rerun). What a run needs: accuracy.py's dependencies and the
+# Fashion-MNIST idx files in SOURCE_DIR.
+#
+#   bash benchmarks/accuracy_gpu.sh RESULTS_DIR SOURCE_DIR SECONDS
+set -u
+results=$1 source=$2 end=$(($(date +%s) + $3))
+recipe='allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none+importance=taylor+importance_steps=1'
+batch() {  # one accuracy.py call for the runs named by patterns $1, stopped at the deadline
+    local left=$((end - $(date +%s)))
+    if [ "$left" -lt 30 ]; then echo "[accuracy_gpu] out of time before: $1"; return; fi
+    timeout "$left" python benchmarks/accuracy.py --gpu --passes long --results_dir "$results" \
+        --cache_dir "$results/.cache" --source_dir "$source" --runs "$1"
+}
+for seed in 0 1 2; do
+    batch "long-gohsp-s80-seed$seed,long-torch_pruning-s80-seed$seed"
+    batch "long-ablation-layer_norm=plain-s80-seed$seed,long-ablation-$recipe-s80-seed$seed"
+    [ "$seed" = 0 ] && batch "long-gohsp+kd-s80-seed0,long-torch_pruning+kd-s80-seed0"
+done
+batch "long-control"
