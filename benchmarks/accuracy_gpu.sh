@@ -6,7 +6,6 @@
 #   bash benchmarks/accuracy_gpu.sh RESULTS_DIR SOURCE_DIR SECONDS
 set -u
 results=$1 source=$2 end=$(($(date +%s) + $3))
-recipe='allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none+importance=taylor+importance_steps=1'
 batch() {  # one accuracy.py call for the runs named by patterns $1, stopped at the deadline
     local left=$((end - $(date +%s)))
     if [ "$left" -lt 30 ]; then echo "[accuracy_gpu] out of time before: $1"; return; fi
@@ -15,7 +14,8 @@ batch() {  # one accuracy.py call for the runs named by patterns $1, stopped at 
 }
 for seed in 0 1 2; do
     batch "long-gohsp-s80-seed$seed,long-torch_pruning-s80-seed$seed"
-    batch "long-ablation-layer_norm=plain-s80-seed$seed,long-ablation-$recipe-s80-seed$seed"
+    # layer_norm=plain, and Torch-Pruning's recipe inside GOHSP (accuracy.TP_RECIPE) with either layer norm
+    batch "long-ablation-layer_norm=plain-s80-seed$seed,long-ablation-*importance_steps=1*-s80-seed$seed"
     [ "$seed" = 0 ] && batch "long-gohsp+kd-s80-seed0,long-torch_pruning+kd-s80-seed0"
 done
 batch "long-control"
