@@ -8,6 +8,7 @@ from transformers import TrainerCallback
 from .admm import ADMMState
 from .baselines import cubic_sparsity
 from .groups import prunable_parameters
+from .layer_norms import MaskedLayerNorms
 
 
 class ADMMCallback(TrainerCallback):
@@ -35,11 +36,16 @@ class GradualPruningCallback(TrainerCallback):
         total_steps: length of the pruning stage.
         update_steps: steps between re-selections.
         metrics: a dict the trainer merges into its next log.
+        layer_norms: with `hidden_layer_norm="masked"`, the model's `MaskedLayerNorms`, told the kept residual
+            channels at every re-selection.
     """
 
-    def __init__(self, select, final_sparsity: float, total_steps: int, update_steps: int, metrics: dict):
+    def __init__(
+        self, select, final_sparsity: float, total_steps: int, update_steps: int, metrics: dict,
+        layer_norms: MaskedLayerNorms | None = None,
+    ):  # fmt: skip
         self.select, self.final, self.total, self.update_steps = select, final_sparsity, total_steps, update_steps
-        self.metrics, self.masks, self.structure = metrics, {}, None
+        self.metrics, self.masks, self.structure, self.layer_norms = metrics, {}, None, layer_norms
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.update_steps and state.global_step < self.total:
@@ -47,8 +53,7 @@ class GradualPruningCallback(TrainerCallback):
         sparsity = cubic_sparsity(state.global_step, self.total, self.final)
         if sparsity <= 0:
             return
-        self.structure = self.select(model, sparsity)
-        self.masks = self.structure.parameter_masks(model)
+        self.hold(self.select(model, sparsity), model)
         self._apply(model)
         self.metrics.update({"pruning_sparsity": sparsity})
         control.should_log = True
@@ -56,9 +61,11 @@ class GradualPruningCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         self._apply(model)
 
-    def restore(self, structure, model) -> None:
-        """Resume with the masks of a checkpoint."""
+    def hold(self, structure, model) -> None:
+        """Hold the masks of `structure` (a new selection, or that of a checkpoint to resume from)."""
         self.structure, self.masks = structure, structure.parameter_masks(model)
+        if self.layer_norms is not None:
+            self.layer_norms.set_mask(structure.hidden_mask())
 
     @torch.no_grad()
     def _apply(self, model):

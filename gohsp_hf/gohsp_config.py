@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from transformers import SchedulerType, TrainingArguments
 
 from .allocation import ALLOCATIONS, BLOCK_FLOOR_OF
-from .export import LAYER_NORMS
 from .head_ranking import DIRECTIONS, SCOPES, SIMILARITIES
 from .importance import IMPORTANCES
+from .layer_norms import TRAINING_LAYER_NORMS
 from .methods import HEAD_RANKINGS, PRUNING_METHODS, SOFT_PRUNING
 
 
@@ -48,7 +48,9 @@ class GOHSPConfig(TrainingArguments):
             0.55 at 80%). Channels left to compete per parameter are never chosen: each feeds every block.
         hidden_layer_norm (`str`, defaults to `"dense_statistics"`): with `prune_hidden_size`, whether the pruned
             model's layer norms keep the dense model's statistics (`dense_statistics`: the export is exact) or
-            become plain layer norms over the kept channels (`plain`).
+            become plain layer norms over the kept channels: at the hard prune (`plain`, which changes the
+            model there), or already in the pruning stage, from the moment channels are masked (`masked`: the
+            export is exact again; needs `soft_pruning="gradual"`, whose masks zero the channels).
         allocation (`str`, defaults to `"global"`): how the budget is spread: `global`, one allocation in which
             every group competes per parameter across blocks and kinds (the structure differs per block), or
             `uniform`, every block keeping the same fraction of its q/k and v dimensions and MLP neurons, all heads
@@ -152,7 +154,10 @@ class GOHSPConfig(TrainingArguments):
     )
     hidden_layer_norm: str = field(
         default="dense_statistics",
-        metadata={"help": f"Layer norms of a narrowed residual stream: {LAYER_NORMS} (dense_statistics is exact)."},
+        metadata={
+            "help": f"Layer norms of a narrowed residual stream: {TRAINING_LAYER_NORMS} (plain: over the kept "
+            "channels from the hard prune on; masked: from the pruning stage on, so the export stays exact)."
+        },
     )
     allocation: str = field(
         default="global",
@@ -241,7 +246,15 @@ class GOHSPConfig(TrainingArguments):
                 self.hidden_sparsity is None or 0 <= self.hidden_sparsity < 1,
                 f"hidden_sparsity must be in [0, 1), got {self.hidden_sparsity}.",
             ),
-            (self.hidden_layer_norm in LAYER_NORMS, f"hidden_layer_norm must be one of {LAYER_NORMS}."),
+            (
+                self.hidden_layer_norm in TRAINING_LAYER_NORMS,
+                f"hidden_layer_norm must be one of {TRAINING_LAYER_NORMS}, got {self.hidden_layer_norm!r}.",
+            ),
+            (
+                self.hidden_layer_norm != "masked" or self.soft_pruning == "gradual",
+                f"hidden_layer_norm='masked' needs soft_pruning='gradual' (got {self.soft_pruning!r}): only its "
+                "masks zero residual channels before the hard prune; use hidden_layer_norm='plain' instead.",
+            ),
             (self.allocation in ALLOCATIONS, f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}."),
             (
                 self.allocation == "global" or (self.block_floor == 0 and not self.normalize_block_scores),

@@ -34,6 +34,7 @@ from .counting import compare_speed, model_cost
 from .export import export_pruned_model, save_pruned_model
 from .gohsp_config import GOHSPConfig
 from .hub import push_pruned_model
+from .layer_norms import EXPORTED_LAYER_NORM
 from .lora import lora_for_finetune, merge_lora
 from .losses import distillation_loss
 from .methods import PRUNING_METHODS, stage_folders
@@ -164,6 +165,7 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         """Set W to Proj(W), export the physically smaller model and make it the model to fine-tune."""
         args, model = self.args, self.accelerator.unwrap_model(self.model)
         self.structure = self.method.final_structure(model)
+        self.method.end_pruning_stage()
         apply_masks(model, self.structure)
         provenance = {
             "method": args.method,
@@ -172,13 +174,15 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
             "importance": args.importance,
             "head_sparsity": self.method.head_sparsity(),
             "prune_hidden_size": args.prune_hidden_size,
+            "hidden_layer_norm": args.hidden_layer_norm,
             "round_to": args.round_to,
         }
         self.results["measured_sparsity"] = provenance["measured_sparsity"]
         self.results["structure"] = self.structure.sizes()
         self.results["hidden_size"] = self.structure.hidden_size
         self.results["kept_heads"] = [layer.heads for layer in self.structure.layers]
-        pruned = export_pruned_model(model, self.structure, provenance, args.hidden_layer_norm).to(model.device)
+        layer_norm = EXPORTED_LAYER_NORM[args.hidden_layer_norm]
+        pruned = export_pruned_model(model, self.structure, provenance, layer_norm).to(model.device)
         if self.is_world_process_zero():  # only the main process reports; the masked model times like the dense one
             self.results["speed"] = compare_speed(model, pruned)
         self._use_model(pruned)

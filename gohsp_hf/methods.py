@@ -34,6 +34,7 @@ from .callbacks import ADMMCallback, GradualPruningCallback
 from .groups import prunable_parameters
 from .head_ranking import rank_heads, select_heads
 from .importance import GroupImportance, data_importance, norm_importance
+from .layer_norms import MaskedLayerNorms
 from .structure import PrunedStructure, apply_masks
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class PruningMethod:
         self.trainer, self.args = trainer, trainer.args
         self.gradual: GradualPruningCallback | None = None  # the masks of a gradual pruning stage, while it runs
         self.reached: PrunedStructure | None = None  # the structure a gradual stage ended on
+        self.layer_norms: MaskedLayerNorms | None = None  # the dense model's LayerNorms over the kept channels
         if self.args.prune_hidden_size and not self.supports_hidden:
             raise ValueError(
                 f"prune_hidden_size is not supported by method {self.args.method!r}; use method 'gohsp', or leave "
@@ -96,6 +98,12 @@ class PruningMethod:
         """The structure the budget keeps for these tensors: the stage-1 heads, then `group_scores`."""
         return norm_projection(self.trainer.head_mask, self.trainer.solver, self.group_scores)(model, tensors)
 
+    def end_pruning_stage(self) -> None:
+        """At the hard prune: take off what the pruning stage added to the dense model (masked LayerNorms)."""
+        if self.layer_norms is not None:
+            self.layer_norms.remove()
+            self.layer_norms = None
+
     @torch.no_grad()
     def final_structure(self, model: nn.Module) -> PrunedStructure:
         """The structure the hard prune keeps: the one a gradual stage ended on, or chosen now."""
@@ -118,11 +126,13 @@ class PruningMethod:
         args = self.args
         total = self.trainer.stage_steps(args.admm_epochs, args.admm_max_steps)
         interval = args.admm_update_steps or max(1, total // args.admm_updates)
+        if args.prune_hidden_size and args.hidden_layer_norm == "masked":
+            self.layer_norms = MaskedLayerNorms(model)  # until the hard prune
         self.gradual = GradualPruningCallback(
-            structure_at, args.target_sparsity, total, interval, self.trainer.pruning_metrics
+            structure_at, args.target_sparsity, total, interval, self.trainer.pruning_metrics, self.layer_norms
         )
         if state is not None and state.get("structure") is not None:
-            self.gradual.restore(PrunedStructure.from_dict(state["structure"]), model)
+            self.gradual.hold(PrunedStructure.from_dict(state["structure"]), model)
         self.trainer.results["gradual_schedule"] = {"update_steps": interval, "stage_steps": total}
         self.trainer.run_stage(self.stage_name, args.admm_epochs, args.admm_max_steps, [self.gradual], checkpoint)
         self.reached, self.gradual = self.gradual.structure, None

@@ -158,6 +158,36 @@ def test_plain_layer_norms_over_the_kept_channels(pixel_values):
         export_pruned_model(dense, kept, layer_norm="rms")
 
 
+@pytest.mark.parametrize("variant", list(MODEL_CLASSES))
+def test_masked_layer_norms_make_the_plain_export_exact(variant, pixel_values):
+    """With `MaskedLayerNorms` the masked dense model normalises over the kept channels: it equals the export with
+    plain LayerNorms; without a mask it is the dense-statistics model; `remove` restores the model."""
+    from gohsp_hf.layer_norms import MaskedLayerNorms, kept_channel_layer_norm
+
+    dense = make_model(variant)
+    structure = uneven_structure(dense, hidden=True)
+    masked = apply_masks(copy.deepcopy(dense), structure)
+    norms = MaskedLayerNorms(masked)
+    assert len(norms.handles) == 2 * 3 + 1  # two per block and the final one
+    plain = export_pruned_model(masked, structure, layer_norm="plain").eval()
+    exact = export_pruned_model(masked, structure).eval()
+    with torch.no_grad():
+        dense_statistics = masked(pixel_values).logits
+        torch.testing.assert_close(dense_statistics, exact(pixel_values).logits, **TOL)
+        norms.set_mask(structure.hidden_mask())
+        torch.testing.assert_close(masked(pixel_values).logits, plain(pixel_values).logits, **TOL)
+        assert (masked(pixel_values).logits - dense_statistics).abs().max() > 1e-3  # the statistics did change
+        norms.remove()
+        torch.testing.assert_close(masked(pixel_values).logits, dense_statistics, atol=0, rtol=0)
+    # The function itself: F.layer_norm of the kept channels, zero (the masked bias) elsewhere.
+    x, keep = torch.randn(2, 5, 8) * 3 + 1, torch.tensor([1, 0, 1, 1, 0, 1, 1, 0], dtype=torch.bool)
+    weight, bias = torch.randn(8) * keep, torch.randn(8) * keep
+    out = kept_channel_layer_norm(x, keep, weight, bias, 1e-6)
+    reference = torch.nn.functional.layer_norm(x[..., keep], (5,), weight[keep], bias[keep], 1e-6)
+    torch.testing.assert_close(out[..., keep], reference, **TOL)
+    assert not out[..., ~keep].any()
+
+
 def test_counts_shrink_with_the_residual_width():
     dense = make_model("deit_with_teacher")
     structure = uneven_structure(dense, hidden=True)

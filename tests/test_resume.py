@@ -57,11 +57,12 @@ def test_resume_ends_like_the_uninterrupted_run(interrupt, uninterrupted, tmp_pa
 
 
 @pytest.mark.parametrize("method", [("--method", "sgmp", "--interrupt", "sgmp:20"),
-                                    ("--soft_pruning", "gradual", "--hidden", "--interrupt", "admm:20"),
+                                    ("--soft_pruning", "gradual", "--hidden", "--layer_norm", "masked",
+                                     "--interrupt", "admm:20"),
                                     ("--soft_pruning", "gradual", "--lr_per_stage", "--interrupt", "finetune:9")])  # fmt: skip
 def test_resume_gradual_masks(method, tmp_path):
-    """SGMP and gohsp's `soft_pruning="gradual"` hold masks in their checkpoints; fine-tuning resumed on a schedule
-    of its own (gohsp's default is one schedule over both stages, resumed in the other tests) restarts it right."""
+    """SGMP and gohsp's `soft_pruning="gradual"` hold masks in their checkpoints (with the residual width, the
+    LayerNorms over the kept channels take them up again); fine-tuning resumed on a schedule of its own (gohsp's default is one schedule over both stages, resumed in the other tests) restarts it right."""
     settings = method[:-2]
     full = tmp_path / "full"
     full.mkdir()

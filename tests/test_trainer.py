@@ -13,6 +13,7 @@ from transformers import AutoModelForImageClassification, Trainer, TrainingArgum
 
 from gohsp_hf import GOHSPConfig, GOHSPTrainer, GOHSPViTForImageClassification
 from gohsp_hf.hub import checkpoint_patterns, hub_files
+from gohsp_hf.layer_norms import residual_layer_norms
 from gohsp_hf.model_card import model_card
 
 TRAIN, EVAL = DigitsDataset(0, 1400), DigitsDataset(1400, None)
@@ -189,6 +190,8 @@ def test_distillation_from_the_dense_model(dense_dir, tmp_path):
         (dict(target_sparsity=float("nan")), "target_sparsity must be a fraction in \\(0, 1\\)"),
         (dict(method="magic"), "method must be one of"),
         (dict(ranking_similarity="dot"), "ranking_similarity must be one of"),
+        (dict(hidden_layer_norm="rms"), "hidden_layer_norm must be one of"),
+        (dict(hidden_layer_norm="masked", soft_pruning="admm"), "hidden_layer_norm='masked' needs soft_pruning"),
     ],
 )
 def test_bad_config_is_rejected(overrides, message, tmp_path):
@@ -333,12 +336,12 @@ def test_admm_schedule_follows_the_stage_length(dense_dir, tmp_path):
     assert len(rhos) == 1 + 4 and rhos[-1] == pytest.approx(1.0)  # the starting point, then every update
 
 
-def short_hidden_run(dense_dir, output_dir, **overrides) -> GOHSPTrainer:
+def short_hidden_run(dense_dir, output_dir, model=None, **overrides) -> GOHSPTrainer:
     """A 40 + 10 step run at 60% with the residual width pruned, evaluated on digits."""
     args = gohsp_args(output_dir, target_sparsity=0.6, prune_hidden_size=True, admm_max_steps=40,
                       admm_update_steps=10, finetune_max_steps=10, **overrides)  # fmt: skip
     trainer = GOHSPTrainer(
-        model=ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN,
+        model=model or ViTForImageClassification.from_pretrained(dense_dir), args=args, train_dataset=TRAIN,
         eval_dataset=EVAL, compute_metrics=accuracy,
     )  # fmt: skip
     trainer.train()
@@ -374,13 +377,20 @@ def test_methods_that_cannot_prune_the_residual_width_say_so(tmp_path):
         GOHSPTrainer(model=make_model("vit", num_labels=10), args=args, train_dataset=TRAIN)
 
 
-@pytest.mark.parametrize("allocation", ["global", "uniform"])
-def test_gradual_soft_pruning_ends_on_the_structure_it_exports(dense_dir, tmp_path, allocation):
+@pytest.mark.parametrize("allocation, layer_norm", [("global", "dense_statistics"), ("uniform", "dense_statistics"),
+                                                    ("global", "masked")])  # fmt: skip
+def test_gradual_soft_pruning_ends_on_the_structure_it_exports(dense_dir, tmp_path, allocation, layer_norm):
     """`soft_pruning="gradual"` holds masks that reach the target at the stage's last step, so the hard prune
     changes no prediction, residual width included; with `allocation="uniform"` every block has the same q/k and
-    v sizes and all its heads."""
-    trainer = short_hidden_run(dense_dir, tmp_path / "out", soft_pruning="gradual", allocation=allocation)
+    v sizes and all its heads. With `hidden_layer_norm="masked"` the dense model's LayerNorms normalise over the
+    kept channels during the stage, so the export to plain LayerNorms is exact too, and their hooks are gone after."""
+    dense = ViTForImageClassification.from_pretrained(dense_dir)
+    trainer = short_hidden_run(dense_dir, tmp_path / "out", dense, soft_pruning="gradual", allocation=allocation,
+                               hidden_layer_norm=layer_norm)  # fmt: skip
     results = trainer.results
+    assert not any(module._forward_hooks for module in residual_layer_norms(dense))
+    assert trainer.model.config.layer_norm_hidden_size == (None if layer_norm == "masked" else 48)
+    assert trainer.model.config.gohsp_provenance["hidden_layer_norm"] == layer_norm
     if allocation == "uniform":
         sizes = trainer.structure.sizes()
         assert all(size["heads"] == 3 and size["qk_dim"] == sizes[0]["qk_dim"] for size in sizes)

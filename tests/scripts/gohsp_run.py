@@ -1,7 +1,7 @@
 """A small GOHSP run on digits for the process-level tests; writes what each rank ended with.
 
     python tests/scripts/gohsp_run.py OUT [--interrupt STAGE:STEP] [--resume] [--method gohsp] [--soft_pruning admm] [--admm_steps N]
-        [--hidden]
+        [--hidden] [--layer_norm masked]
     accelerate launch --config_file examples/accelerate_configs/cpu_2proc.yaml tests/scripts/gohsp_run.py OUT
 
 `--interrupt admm:14` raises at step 14 of the ADMM stage (after the checkpoint of step 12), as a crash would.
@@ -46,6 +46,7 @@ parser.add_argument("--admm_steps", type=int, default=40)
 parser.add_argument("--save_steps", type=int, default=6)
 parser.add_argument("--lora", action="store_true")
 parser.add_argument("--hidden", action="store_true", help="prune residual-stream channels too")
+parser.add_argument("--layer_norm", default="dense_statistics", help="hidden_layer_norm, with --hidden")
 parser.add_argument("--lr_per_stage", action="store_true", help="a learning-rate schedule per stage (default: one)")
 parser.add_argument("--soft_pruning", default="admm")  # resume and DDP are tested through the stage with most state
 cli = parser.parse_args()
@@ -71,6 +72,7 @@ args = GOHSPConfig(
     resume_from_checkpoint="last" if cli.resume else None,
     finetune_with_lora=cli.lora,
     prune_hidden_size=cli.hidden,
+    hidden_layer_norm=cli.layer_norm,
     lr_scheduler_across_stages=False if cli.lr_per_stage else None,  # None: the method's default
 )
 callbacks = [Interrupt(*cli.interrupt.split(":")[:1], int(cli.interrupt.split(":")[1]))] if cli.interrupt else []
