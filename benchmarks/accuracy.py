@@ -109,12 +109,15 @@ ABLATIONS = {
     "hidden=0.6": dict(prune_hidden_size=True, hidden_sparsity=0.6),  # at 80% on the main shape: Torch-Pruning's 56
     "layer_norm=plain": dict(hidden_layer_norm="plain"),
     "layer_norm=masked": dict(hidden_layer_norm="masked"),  # plain layer norms from the pruning stage on
+    "layer_norm=gradual": dict(hidden_layer_norm="gradual"),  # ... reached step by step over the stage
+    "layer_norm=rescaled": dict(hidden_layer_norm="rescaled"),  # ... at once, their weights keeping the output size
     "round_to=1": dict(round_to=1),
 }
 
 # The ablations every seed runs (the others run seed 0); the mlp4 pass runs exactly these.
 SEEDED_ABLATIONS = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18", "lr_per_stage",
-                    "block_floor=0.9_of_uniform", "layer_norm=masked")  # fmt: skip
+                    "block_floor=0.9_of_uniform", "layer_norm=masked", "layer_norm=gradual",
+                    "layer_norm=rescaled")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -166,12 +169,13 @@ PASSES = {
                                 "hidden=0.6", "block_floor=0.9_of_uniform", "allocation=uniform",
                                 "allocation=uniform+round_to=2+hidden=0.5625",
                                 "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none", "importance=taylor",
-                                TP_RECIPE, TP_RECIPE + "+layer_norm=plain", "layer_norm=plain", "layer_norm=masked"),
+                                TP_RECIPE, TP_RECIPE + "+layer_norm=plain", "layer_norm=plain", "layer_norm=masked",
+                                "layer_norm=gradual"),
                      ablation_seeds=("block_floor=0.15", "block_floor=0.18", "lr_per_stage",
                                      "block_floor=0.9_of_uniform", "allocation=uniform+round_to=2+hidden=0.5625",
                                      "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none",
                                      "importance=taylor", TP_RECIPE, TP_RECIPE + "+layer_norm=plain",
-                                     "layer_norm=plain", "layer_norm=masked")),
+                                     "layer_norm=plain", "layer_norm=masked", "layer_norm=gradual")),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
                      sparsities=(0.6, 0.8), distillation=False, ablations=SEEDED_ABLATIONS),

@@ -36,8 +36,8 @@ class GradualPruningCallback(TrainerCallback):
         total_steps: length of the pruning stage.
         update_steps: steps between re-selections.
         metrics: a dict the trainer merges into its next log.
-        layer_norms: with `hidden_layer_norm="masked"`, the model's `MaskedLayerNorms`, told the kept residual
-            channels at every re-selection.
+        layer_norms: with `hidden_layer_norm="masked"` or `"gradual"`, the model's `MaskedLayerNorms`, told the
+            kept residual channels at every re-selection and the step before every step.
     """
 
     def __init__(
@@ -58,14 +58,18 @@ class GradualPruningCallback(TrainerCallback):
         self.metrics.update({"pruning_sparsity": sparsity})
         control.should_log = True
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.layer_norms is not None:
+            self.layer_norms.at_step(state.global_step + 1)
+
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         self._apply(model)
 
-    def hold(self, structure, model) -> None:
-        """Hold the masks of `structure` (a new selection, or that of a checkpoint to resume from)."""
+    def hold(self, structure, model, resumed: bool = False) -> None:
+        """Hold the masks of `structure`: a new selection, or that of a checkpoint to resume from (`resumed`)."""
         self.structure, self.masks = structure, structure.parameter_masks(model)
         if self.layer_norms is not None:
-            self.layer_norms.set_mask(structure.hidden_mask())
+            self.layer_norms.set_mask(structure.hidden_mask(), rescale_weights=not resumed)
 
     @torch.no_grad()
     def _apply(self, model):

@@ -10,7 +10,7 @@ from transformers import SchedulerType, TrainingArguments
 from .allocation import ALLOCATIONS, BLOCK_FLOOR_OF
 from .head_ranking import DIRECTIONS, SCOPES, SIMILARITIES
 from .importance import IMPORTANCES
-from .layer_norms import TRAINING_LAYER_NORMS
+from .layer_norms import STAGE_LAYER_NORMS, TRAINING_LAYER_NORMS
 from .methods import HEAD_RANKINGS, PRUNING_METHODS, SOFT_PRUNING
 
 
@@ -49,8 +49,9 @@ class GOHSPConfig(TrainingArguments):
         hidden_layer_norm (`str`, defaults to `"dense_statistics"`): with `prune_hidden_size`, whether the pruned
             model's layer norms keep the dense model's statistics (`dense_statistics`: the export is exact) or
             become plain layer norms over the kept channels: at the hard prune (`plain`, which changes the
-            model there), or already in the pruning stage, from the moment channels are masked (`masked`: the
-            export is exact again; needs `soft_pruning="gradual"`, whose masks zero the channels).
+            model there), or already in the pruning stage: from the moment channels are masked (`masked`), or
+            moving there from the dense statistics step by step over the stage (`gradual`). Both make the
+            export exact again and need `soft_pruning="gradual"`, whose masks zero the channels.
         allocation (`str`, defaults to `"global"`): how the budget is spread: `global`, one allocation in which
             every group competes per parameter across blocks and kinds (the structure differs per block), or
             `uniform`, every block keeping the same fraction of its q/k and v dimensions and MLP neurons, all heads
@@ -156,7 +157,8 @@ class GOHSPConfig(TrainingArguments):
         default="dense_statistics",
         metadata={
             "help": f"Layer norms of a narrowed residual stream: {TRAINING_LAYER_NORMS} (plain: over the kept "
-            "channels from the hard prune on; masked: from the pruning stage on, so the export stays exact)."
+            "channels from the hard prune on; masked / gradual: from the pruning stage on, at once or step by step, so "
+            "the export stays exact)."
         },
     )
     allocation: str = field(
@@ -251,9 +253,10 @@ class GOHSPConfig(TrainingArguments):
                 f"hidden_layer_norm must be one of {TRAINING_LAYER_NORMS}, got {self.hidden_layer_norm!r}.",
             ),
             (
-                self.hidden_layer_norm != "masked" or self.soft_pruning == "gradual",
-                f"hidden_layer_norm='masked' needs soft_pruning='gradual' (got {self.soft_pruning!r}): only its "
-                "masks zero residual channels before the hard prune; use hidden_layer_norm='plain' instead.",
+                self.hidden_layer_norm not in STAGE_LAYER_NORMS or self.soft_pruning == "gradual",
+                f"hidden_layer_norm={self.hidden_layer_norm!r} needs soft_pruning='gradual' (got "
+                f"{self.soft_pruning!r}): only its masks zero residual channels before the hard prune; use "
+                "hidden_layer_norm='plain' instead.",
             ),
             (self.allocation in ALLOCATIONS, f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}."),
             (

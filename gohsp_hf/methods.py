@@ -34,7 +34,7 @@ from .callbacks import ADMMCallback, GradualPruningCallback
 from .groups import prunable_parameters
 from .head_ranking import rank_heads, select_heads
 from .importance import GroupImportance, data_importance, norm_importance
-from .layer_norms import MaskedLayerNorms
+from .layer_norms import STAGE_LAYER_NORMS, MaskedLayerNorms
 from .structure import PrunedStructure, apply_masks
 
 if TYPE_CHECKING:
@@ -126,13 +126,14 @@ class PruningMethod:
         args = self.args
         total = self.trainer.stage_steps(args.admm_epochs, args.admm_max_steps)
         interval = args.admm_update_steps or max(1, total // args.admm_updates)
-        if args.prune_hidden_size and args.hidden_layer_norm == "masked":
-            self.layer_norms = MaskedLayerNorms(model)  # until the hard prune
+        if args.prune_hidden_size and args.hidden_layer_norm in STAGE_LAYER_NORMS:  # until the hard prune
+            norm = args.hidden_layer_norm
+            self.layer_norms = MaskedLayerNorms(model, total if norm == "gradual" else None, norm == "rescaled")
         self.gradual = GradualPruningCallback(
             structure_at, args.target_sparsity, total, interval, self.trainer.pruning_metrics, self.layer_norms
         )
         if state is not None and state.get("structure") is not None:
-            self.gradual.hold(PrunedStructure.from_dict(state["structure"]), model)
+            self.gradual.hold(PrunedStructure.from_dict(state["structure"]), model, resumed=True)
         self.trainer.results["gradual_schedule"] = {"update_steps": interval, "stage_steps": total}
         self.trainer.run_stage(self.stage_name, args.admm_epochs, args.admm_max_steps, [self.gradual], checkpoint)
         self.reached, self.gradual = self.gradual.structure, None

@@ -186,6 +186,41 @@ def test_masked_layer_norms_make_the_plain_export_exact(variant, pixel_values):
     reference = torch.nn.functional.layer_norm(x[..., keep], (5,), weight[keep], bias[keep], 1e-6)
     torch.testing.assert_close(out[..., keep], reference, **TOL)
     assert not out[..., ~keep].any()
+    # The removed channels at full weight (zeros, as in the masked model): the dense LayerNorm's statistics.
+    x = x * keep
+    dense_statistics = torch.nn.functional.layer_norm(x, (8,), weight, bias, 1e-6)
+    torch.testing.assert_close(kept_channel_layer_norm(x, keep, weight, bias, 1e-6, removed_weight=1.0),
+                               dense_statistics, **TOL)  # fmt: skip
+    norms = MaskedLayerNorms(make_model("vit"), ramp_steps=4)
+    weights = []
+    for step in (1, 2, 4, 6):
+        norms.at_step(step)
+        weights.append(norms.removed_weight)
+    assert weights == [0.75, 0.5, 0.0, 0.0]
+
+
+def test_rescaled_layer_norms_keep_the_output_size(pixel_values):
+    """`rescale`: each cut multiplies the LayerNorm weights by sqrt(channels before / kept), so on tokens whose kept
+    channels have zero mean the masked model's LayerNorms give what the dense statistics gave."""
+    from gohsp_hf.layer_norms import MaskedLayerNorms
+
+    model = apply_masks(make_model("vit"), uneven_structure(make_model("vit"), hidden=True))
+    norms = MaskedLayerNorms(model, rescale=True)
+    norm, weight = norms.modules[0], norms.modules[0].weight.detach().clone()
+    keep = uneven_structure(model, hidden=True).hidden_mask()  # 29 of 48
+    x = torch.randn(2, 5, 48) * keep
+    x = (x - x.sum(-1, keepdim=True) / 29) * keep  # zero mean over the kept channels, zero elsewhere
+    with torch.no_grad():
+        dense_statistics = norm(x)
+        norms.set_mask(keep)
+        torch.testing.assert_close(norm.weight, weight * (48 / 29) ** 0.5)
+        torch.testing.assert_close(norm(x) * keep, dense_statistics * keep, **TOL)
+        fewer = keep.clone()
+        fewer[keep.nonzero()[:9]] = False  # 20 kept
+        norms.set_mask(fewer)
+        torch.testing.assert_close(norm.weight, weight * (48 / 20) ** 0.5)
+        norms.set_mask(fewer, rescale_weights=False)  # a resumed run: the checkpoint's weights have it already
+        torch.testing.assert_close(norm.weight, weight * (48 / 20) ** 0.5)
 
 
 def test_counts_shrink_with_the_residual_width():

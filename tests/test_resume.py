@@ -57,7 +57,7 @@ def test_resume_ends_like_the_uninterrupted_run(interrupt, uninterrupted, tmp_pa
 
 
 @pytest.mark.parametrize("method", [("--method", "sgmp", "--interrupt", "sgmp:20"),
-                                    ("--soft_pruning", "gradual", "--hidden", "--layer_norm", "masked",
+                                    ("--soft_pruning", "gradual", "--hidden", "--layer_norm", "rescaled",
                                      "--interrupt", "admm:20"),
                                     ("--soft_pruning", "gradual", "--lr_per_stage", "--interrupt", "finetune:9")])  # fmt: skip
 def test_resume_gradual_masks(method, tmp_path):

@@ -378,18 +378,19 @@ def test_methods_that_cannot_prune_the_residual_width_say_so(tmp_path):
 
 
 @pytest.mark.parametrize("allocation, layer_norm", [("global", "dense_statistics"), ("uniform", "dense_statistics"),
-                                                    ("global", "masked")])  # fmt: skip
+                                                    ("global", "rescaled"), ("global", "gradual")])  # fmt: skip
 def test_gradual_soft_pruning_ends_on_the_structure_it_exports(dense_dir, tmp_path, allocation, layer_norm):
     """`soft_pruning="gradual"` holds masks that reach the target at the stage's last step, so the hard prune
     changes no prediction, residual width included; with `allocation="uniform"` every block has the same q/k and
-    v sizes and all its heads. With `hidden_layer_norm="masked"` the dense model's LayerNorms normalise over the
-    kept channels during the stage, so the export to plain LayerNorms is exact too, and their hooks are gone after."""
+    v sizes and all its heads. With `hidden_layer_norm="rescaled"` (or `"gradual"`) the dense model's LayerNorms
+    normalise over the kept channels by the end of the stage, so the export to plain LayerNorms is exact too, and
+    their hooks are gone after."""
     dense = ViTForImageClassification.from_pretrained(dense_dir)
     trainer = short_hidden_run(dense_dir, tmp_path / "out", dense, soft_pruning="gradual", allocation=allocation,
                                hidden_layer_norm=layer_norm)  # fmt: skip
     results = trainer.results
     assert not any(module._forward_hooks for module in residual_layer_norms(dense))
-    assert trainer.model.config.layer_norm_hidden_size == (None if layer_norm == "masked" else 48)
+    assert trainer.model.config.layer_norm_hidden_size == (48 if layer_norm == "dense_statistics" else None)
     assert trainer.model.config.gohsp_provenance["hidden_layer_norm"] == layer_norm
     if allocation == "uniform":
         sizes = trainer.structure.sizes()
