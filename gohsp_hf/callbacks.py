@@ -36,8 +36,8 @@ class GradualPruningCallback(TrainerCallback):
         total_steps: length of the pruning stage.
         update_steps: steps between re-selections.
         metrics: a dict the trainer merges into its next log.
-        layer_norms: with `hidden_layer_norm="masked"` or `"gradual"`, the model's `MaskedLayerNorms`, told the
-            kept residual channels at every re-selection and the step before every step.
+        layer_norms: with `hidden_layer_norm` `"masked"`, `"rescaled"` or `"gradual"`, the model's
+            `MaskedLayerNorms`, told the kept residual channels at every re-selection and the step before every step.
     """
 
     def __init__(

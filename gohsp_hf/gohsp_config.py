@@ -49,9 +49,11 @@ class GOHSPConfig(TrainingArguments):
         hidden_layer_norm (`str`, defaults to `"dense_statistics"`): with `prune_hidden_size`, whether the pruned
             model's layer norms keep the dense model's statistics (`dense_statistics`: the export is exact) or
             become plain layer norms over the kept channels: at the hard prune (`plain`, which changes the
-            model there), or already in the pruning stage: from the moment channels are masked (`masked`), or
-            moving there from the dense statistics step by step over the stage (`gradual`). Both make the
-            export exact again and need `soft_pruning="gradual"`, whose masks zero the channels.
+            model there), or already in the pruning stage: from the moment channels are masked (`masked`; with
+            `rescaled`, their weights multiplied by sqrt(channels before / kept) at each cut, which keeps the
+            size of their outputs), or moving there from the dense statistics step by step over the stage
+            (`gradual`). These three make the export exact again and need `soft_pruning="gradual"`, whose masks
+            zero the channels.
         allocation (`str`, defaults to `"global"`): how the budget is spread: `global`, one allocation in which
             every group competes per parameter across blocks and kinds (the structure differs per block), or
             `uniform`, every block keeping the same fraction of its q/k and v dimensions and MLP neurons, all heads
@@ -157,8 +159,8 @@ class GOHSPConfig(TrainingArguments):
         default="dense_statistics",
         metadata={
             "help": f"Layer norms of a narrowed residual stream: {TRAINING_LAYER_NORMS} (plain: over the kept "
-            "channels from the hard prune on; masked / gradual: from the pruning stage on, at once or step by step, so "
-            "the export stays exact)."
+            "channels from the hard prune on; masked / rescaled / gradual: from the gradual stage on, so the export "
+            "stays exact)."
         },
     )
     allocation: str = field(

@@ -6,6 +6,7 @@ channels only, as an ordinary LayerNorm of the narrower width does. With `"plain
 hard prune, which then changes the model's function; with `"masked"` every residual LayerNorm of the dense
 model takes its statistics over the kept channels from the moment the pruning stage masks channels
 (`MaskedLayerNorms`), so the model trains with the LayerNorms it will end with and the hard prune is exact;
+`"rescaled"` does the same and scales the LayerNorm weights at every cut so that their outputs keep their size;
 `"gradual"` moves the statistics from the dense ones to those of the kept channels step by step over the
 stage (the removed channels' weight in them falls linearly to 0 at its last step), so that no update changes
 them at once, and the hard prune is exact too.

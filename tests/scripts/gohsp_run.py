@@ -1,7 +1,7 @@
 """A small GOHSP run on digits for the process-level tests; writes what each rank ended with.
 
     python tests/scripts/gohsp_run.py OUT [--interrupt STAGE:STEP] [--resume] [--method gohsp] [--soft_pruning admm] [--admm_steps N]
-        [--hidden] [--layer_norm masked]
+        [--hidden] [--layer_norm rescaled]
     accelerate launch --config_file examples/accelerate_configs/cpu_2proc.yaml tests/scripts/gohsp_run.py OUT
 
 `--interrupt admm:14` raises at step 14 of the ADMM stage (after the checkpoint of step 12), as a crash would.
