@@ -14,8 +14,8 @@ batch() {  # one accuracy.py call for the runs named by patterns $1, stopped at 
 }
 for seed in 0 1 2; do
     batch "long-gohsp-s80-seed$seed,long-torch_pruning-s80-seed$seed"
-    # layer_norm=plain, and Torch-Pruning's recipe inside GOHSP (accuracy.TP_RECIPE) with either layer norm
-    batch "long-ablation-layer_norm=plain-s80-seed$seed,long-ablation-*importance_steps=1*-s80-seed$seed"
+    # every layer_norm= ablation, and Torch-Pruning's recipe inside GOHSP (accuracy.TP_RECIPE) with either layer norm
+    batch "long-ablation-layer_norm=*-s80-seed$seed,long-ablation-*importance_steps=1*-s80-seed$seed"
     [ "$seed" = 0 ] && batch "long-gohsp+kd-s80-seed0,long-torch_pruning+kd-s80-seed0"
 done
 batch "long-control"

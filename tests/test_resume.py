@@ -62,7 +62,8 @@ def test_resume_ends_like_the_uninterrupted_run(interrupt, uninterrupted, tmp_pa
                                     ("--soft_pruning", "gradual", "--lr_per_stage", "--interrupt", "finetune:9")])  # fmt: skip
 def test_resume_gradual_masks(method, tmp_path):
     """SGMP and gohsp's `soft_pruning="gradual"` hold masks in their checkpoints (with the residual width, the
-    LayerNorms over the kept channels take them up again); fine-tuning resumed on a schedule of its own (gohsp's default is one schedule over both stages, resumed in the other tests) restarts it right."""
+    LayerNorms over the kept channels take them up again); fine-tuning resumed on a schedule of its own (gohsp's
+    default is one schedule over both stages, resumed in the other tests) restarts it right."""
     settings = method[:-2]
     full = tmp_path / "full"
     full.mkdir()
