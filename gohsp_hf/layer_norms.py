@@ -94,7 +94,7 @@ class MaskedLayerNorms:
             with torch.no_grad():
                 for module in self.modules:
                     module.weight.mul_(math.sqrt(before / int(mask.sum())))
-        self.mask = mask
+        self.mask = None if mask is None else mask.to(self.modules[0].weight.device)  # once, not at every forward
 
     def at_step(self, step: int) -> None:
         """Set the removed channels' weight for training step `step` (counted from 1) of the ramp."""
@@ -109,5 +109,6 @@ class MaskedLayerNorms:
     def _forward(self, module: nn.LayerNorm, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
         if self.mask is None:
             return None
-        mask = self.mask.to(inputs[0].device)
-        return kept_channel_layer_norm(inputs[0], mask, module.weight, module.bias, module.eps, self.removed_weight)
+        return kept_channel_layer_norm(
+            inputs[0], self.mask, module.weight, module.bias, module.eps, self.removed_weight
+        )
