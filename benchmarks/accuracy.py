@@ -6,7 +6,7 @@ on two shapes and two budgets, with distillation as a column, and the ablations 
     python benchmarks/accuracy.py                   # every pass -> results/accuracy/ (hours on 2 CPU cores)
     python benchmarks/accuracy.py --passes main     # one pass; --runs 'gohsp-*' picks runs by name
     python benchmarks/accuracy.py --quick           # a subset with few epochs -> results/accuracy_quick/
-    bash benchmarks/accuracy_gpu.sh RESULTS_DIR SOURCE_DIR SECONDS  # the long pass on a GPU (`--gpu`), in a time limit
+    bash benchmarks/accuracy_gpu.sh RESULTS_DIR SOURCE_DIR SECONDS PASS RUN...  # runs side by side on a GPU
     python benchmarks/accuracy_tables.py            # the README tables, from the JSON
     python benchmarks/plots.py                      # the plots, from the JSON
 
@@ -15,6 +15,8 @@ Passes (each a `Settings`):
   second seed for gohsp and Torch-Pruning at 60/80%, distillation for both at 60/80%, and the ablations.
 - `long`: the same model with 10 extra epochs, gohsp and Torch-Pruning at 80%, 3 seeds, distillation for both, and
   the ablations that decide the structure and the pruning stage.
+- `mid`: the main shape with 6 extra epochs (2 in the pruning stage), gohsp with either layer norm and
+  Torch-Pruning at 60/80%, 2 seeds: where the choice of layer norm flips between the two budgets.
 - `mlp4`: a second shape, ViT 96x6, 4 heads, MLP 384 (MLP ratio 4), 3 extra epochs, gohsp and Torch-Pruning at
   60/80%, 2 seeds, and the ablations that decide the pruning stage (pruning at once, a shorter stage).
 
@@ -107,6 +109,7 @@ ABLATIONS = {
     "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),
     "hidden=0.5": dict(prune_hidden_size=True, hidden_sparsity=0.5),
     "hidden=0.6": dict(prune_hidden_size=True, hidden_sparsity=0.6),  # at 80% on the main shape: Torch-Pruning's 56
+    "layer_norm=dense_statistics": dict(hidden_layer_norm="dense_statistics"),  # the default below 6 epochs
     "layer_norm=plain": dict(hidden_layer_norm="plain"),
     "layer_norm=masked": dict(hidden_layer_norm="masked"),  # plain layer norms from the pruning stage on
     "layer_norm=gradual": dict(hidden_layer_norm="gradual"),  # ... reached step by step over the stage
@@ -117,7 +120,7 @@ ABLATIONS = {
 # The ablations every seed runs (the others run seed 0); the mlp4 pass runs exactly these.
 SEEDED_ABLATIONS = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18", "lr_per_stage",
                     "block_floor=0.9_of_uniform", "layer_norm=masked", "layer_norm=gradual",
-                    "layer_norm=rescaled")  # fmt: skip
+                    "layer_norm=rescaled", "layer_norm=dense_statistics")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -170,13 +173,17 @@ PASSES = {
                                 "allocation=uniform+round_to=2+hidden=0.5625",
                                 "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none", "importance=taylor",
                                 TP_RECIPE, TP_RECIPE + "+layer_norm=plain", "layer_norm=plain", "layer_norm=masked",
-                                "layer_norm=gradual", "layer_norm=rescaled"),
+                                "layer_norm=gradual", "layer_norm=rescaled", "layer_norm=dense_statistics"),
                      ablation_seeds=("block_floor=0.15", "block_floor=0.18", "lr_per_stage",
                                      "block_floor=0.9_of_uniform", "allocation=uniform+round_to=2+hidden=0.5625",
                                      "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none",
                                      "importance=taylor", TP_RECIPE, TP_RECIPE + "+layer_norm=plain",
                                      "layer_norm=plain", "layer_norm=masked", "layer_norm=gradual",
-                                     "layer_norm=rescaled")),
+                                     "layer_norm=rescaled", "layer_norm=dense_statistics")),
+    # Between the two budgets (6 extra epochs, split like the long pass's): where the layer norm's choice flips.
+    "mid": Settings(name="mid", admm_epochs=2, finetune_epochs=4, methods=("gohsp", "torch_pruning"),
+                    sparsities=(0.6, 0.8), distillation=False,
+                    ablations=("layer_norm=masked", "layer_norm=dense_statistics")),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
                      sparsities=(0.6, 0.8), distillation=False, ablations=SEEDED_ABLATIONS),
@@ -416,11 +423,15 @@ class Benchmark:
         special = {"half": sparsity / 2, "rest": self.s.extra_epochs - overrides.get("admm_epochs", 0)}
         effective = {k: special.get(v, v) if isinstance(v, str) else v for k, v in overrides.items()}
         scheduler = training_kwargs(self.s, seed=0)["lr_scheduler_type"]  # the defaults gohsp resolves depend on it
-        resolved = GOHSPConfig(
-            tempfile.gettempdir(), target_sparsity=sparsity, lr_scheduler_type=scheduler, use_cpu=True
+        resolved = GOHSPConfig(  # gohsp's own defaults for this pass (some depend on its epochs)
+            tempfile.gettempdir(),
+            target_sparsity=sparsity,
+            lr_scheduler_type=scheduler,
+            use_cpu=True,
+            admm_epochs=self.s.admm_epochs,
+            finetune_epochs=self.s.finetune_epochs,
         )
-        defaults = {f.name: getattr(resolved, f.name) for f in dataclasses.fields(GOHSPConfig)}  # gohsp's own defaults
-        defaults |= {"admm_epochs": self.s.admm_epochs, "finetune_epochs": self.s.finetune_epochs}  # the pass's split
+        defaults = {f.name: getattr(resolved, f.name) for f in dataclasses.fields(GOHSPConfig)}
         if all(defaults.get(k) == v for k, v in effective.items()) or effective.get("finetune_epochs", 0) < 0:
             return None
         return effective

@@ -14,7 +14,7 @@ from pathlib import Path
 
 DEFAULT = Path(__file__).parent / "results" / "accuracy"
 METHOD_ORDER = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning", "gohsp+kd", "torch_pruning+kd")
-PASSES = {"": "main", "long-": "long", "mlp4-": "mlp4"}
+PASSES = {"": "main", "mid-": "mid", "long-": "long", "mlp4-": "mlp4"}
 
 
 def load(folder: Path) -> dict[str, dict]:

@@ -64,7 +64,7 @@ def accuracy_vs_sparsity(folder: Path, out_dir: Path) -> Path | None:
     results = load_accuracy(folder)
     groups = defaultdict(list)
     for name, r in results.items():
-        if not name.startswith(("ablation-", "long-", "mlp4-")) and r["method"] in METHODS:
+        if not name.startswith(("ablation-", "mid-", "long-", "mlp4-")) and r["method"] in METHODS:
             groups[r["method"]].append(r)  # the main pass
     if not groups:
         return None

@@ -9,7 +9,8 @@ model takes its statistics over the kept channels from the moment the pruning st
 `"rescaled"` does the same and scales the LayerNorm weights at every cut so that their outputs keep their size;
 `"gradual"` moves the statistics from the dense ones to those of the kept channels step by step over the
 stage (the removed channels' weight in them falls linearly to 0 at its last step), so that no update changes
-them at once, and the hard prune is exact too.
+them at once, and the hard prune is exact too. `gohsp` defaults to `"masked"` when its pruning stage and
+fine-tuning last at least 6 epochs together and to `"dense_statistics"` below (`GOHSPConfig.hidden_layer_norm`).
 """
 
 from __future__ import annotations

@@ -113,6 +113,11 @@ def test_ablations_split_each_pass_budget(tmp_path):
     assert main.ablation_overrides("heads=half_of_target", 0.6) == {"head_sparsity": 0.3}
     assert main.ablation_overrides("importance=fisher", 0.6) is None  # the default
     assert main.ablation_overrides("lr_per_stage", 0.6) == {"lr_scheduler_across_stages": False}
+    # defaults that depend on the pass's epochs: the layer norms (dense statistics at 3 extra epochs, masked at 10)
+    assert main.ablation_overrides("layer_norm=dense_statistics", 0.8) is None
+    assert main.ablation_overrides("layer_norm=masked", 0.8) == {"hidden_layer_norm": "masked"}
+    assert long.ablation_overrides("layer_norm=masked", 0.8) is None
+    assert long.ablation_overrides("layer_norm=dense_statistics", 0.8) == {"hidden_layer_norm": "dense_statistics"}
     accuracy.ABLATIONS["across"] = dict(lr_scheduler_across_stages=True, prune_hidden_size=True)
     try:  # the defaults a method resolves itself (None in the dataclass) count as defaults too
         assert main.ablation_overrides("across", 0.8) is None

@@ -410,6 +410,29 @@ def test_one_schedule_across_stages_is_gohsps_default_only():
     assert gohsp_args("unused", lr_scheduler_across_stages=False).lr_scheduler_across_stages is False
 
 
+def test_layer_norms_over_the_kept_channels_are_the_default_of_a_long_budget_only():
+    """`hidden_layer_norm` resolves by budget: `masked` for gohsp's gradual stage when the pruning stage and
+    fine-tuning last at least MASKED_LAYER_NORM_MIN_EPOCHS epochs together, the exact dense statistics otherwise."""
+    from gohsp_hf.gohsp_config import MASKED_LAYER_NORM_MIN_EPOCHS
+
+    def resolved(**overrides):
+        epochs = dict(admm_max_steps=-1, finetune_max_steps=-1, soft_pruning="gradual")
+        return gohsp_args("unused", **{**epochs, **overrides}).hidden_layer_norm
+
+    half = MASKED_LAYER_NORM_MIN_EPOCHS / 2
+    assert resolved(admm_epochs=half, finetune_epochs=half) == "masked"
+    assert resolved(admm_epochs=1, finetune_epochs=MASKED_LAYER_NORM_MIN_EPOCHS - 1) == "masked"
+    assert resolved(admm_epochs=1, finetune_epochs=MASKED_LAYER_NORM_MIN_EPOCHS - 1.5) == "dense_statistics"
+    long = dict(admm_epochs=half, finetune_epochs=half)
+    assert resolved(**long, finetune_max_steps=60) == "dense_statistics"  # a budget in steps: the rule counts epochs
+    assert resolved(**long, soft_pruning="admm") == "dense_statistics"  # no masks before the hard prune
+    assert resolved(**long, soft_pruning="none") == "dense_statistics"
+    assert resolved(**long, prune_hidden_size=False) == "dense_statistics"
+    assert resolved(**long, method="gohsp_paper") == "dense_statistics"  # its stage is ADMM
+    assert resolved(**long, hidden_layer_norm="dense_statistics") == "dense_statistics"  # a user's choice stays
+    assert resolved(hidden_layer_norm="rescaled") == "rescaled"
+
+
 def test_uniform_allocation_refuses_the_knobs_of_a_global_one():
     with pytest.raises(ValueError, match="with allocation='uniform' leave them at 0 and False"):
         gohsp_args("unused", allocation="uniform", block_floor=0.1)
