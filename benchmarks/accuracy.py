@@ -17,8 +17,12 @@ Passes (each a `Settings`):
   the ablations that decide the structure and the pruning stage.
 - `mid`: the main shape with 6 extra epochs (2 in the pruning stage), gohsp with either layer norm and
   Torch-Pruning at 60/80%, 2 seeds: where the choice of layer norm flips between the two budgets.
+- `mid45`: the main shape with 4.5 extra epochs (1.5 in the pruning stage), gohsp with either layer norm and
+  Torch-Pruning at 80%, 2 seeds: half-way between the budgets where each layer norm won.
 - `mlp4`: a second shape, ViT 96x6, 4 heads, MLP 384 (MLP ratio 4), 3 extra epochs, gohsp and Torch-Pruning at
   60/80%, 2 seeds, and the ablations that decide the pruning stage (pruning at once, a shorter stage).
+- `mlp4-mid`: the second shape with the mid pass's 6 extra epochs, gohsp with either layer norm and Torch-Pruning at
+  60/80%, 2 seeds.
 
 1. Each shape's dense ViT is trained from scratch on the full training set until its test accuracy stops moving
    (the learning curve is in its result file) and cached in `benchmarks/.cache/` (a fresh clone retrains it).
@@ -77,6 +81,9 @@ ABLATIONS = {
     "importance=taylor": dict(importance="taylor"),
     "importance=fisher": dict(importance="fisher"),
     "importance_steps=1": dict(importance_steps=1),
+    # the same 512 calibration images in 64 batches of 8: Fisher sums 64 squared changes instead of 8
+    "importance_batch_size=8": dict(importance_batch_size=8),
+    "importance_samples=2048": dict(importance_samples=2048),  # 32 batches of 64
     "heads=half_of_target": dict(head_sparsity="half"),
     "head_ranking=importance": dict(head_ranking="importance"),
     "head_ranking=graph": dict(head_ranking="graph"),
@@ -84,6 +91,9 @@ ABLATIONS = {
     "soft_pruning=gradual_admm": dict(soft_pruning="gradual_admm"),
     "soft_pruning=gradual": dict(soft_pruning="gradual"),
     "soft_pruning=none": dict(soft_pruning="none"),
+    # how many allocations the gradual stage (or ADMM) makes on its way to the target (default 20)
+    "admm_updates=10": dict(admm_updates=10),
+    "admm_updates=50": dict(admm_updates=50),
     # the pass's extra epochs split differently ("rest": fine-tuning gets what the pruning stage leaves)
     "pruning_epochs=0.5": dict(admm_epochs=0.5, finetune_epochs="rest"),
     "pruning_epochs=1": dict(admm_epochs=1.0, finetune_epochs="rest"),
@@ -184,9 +194,17 @@ PASSES = {
     "mid": Settings(name="mid", admm_epochs=2, finetune_epochs=4, methods=("gohsp", "torch_pruning"),
                     sparsities=(0.6, 0.8), distillation=False,
                     ablations=("layer_norm=masked", "layer_norm=dense_statistics")),
+    # Half-way between 3 and 6 extra epochs (4.5, split 1.5 + 3 like the others): which layer norm wins there.
+    "mid45": Settings(name="mid45", admm_epochs=1.5, finetune_epochs=3, methods=("gohsp", "torch_pruning"),
+                      sparsities=(0.8,), distillation=False,
+                      ablations=("layer_norm=masked", "layer_norm=dense_statistics")),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
                      sparsities=(0.6, 0.8), distillation=False, ablations=SEEDED_ABLATIONS),
+    # The second shape with the mid pass's 6 extra epochs: does the layer norms' default hold on another shape?
+    "mlp4-mid": Settings(name="mlp4-mid", hidden_size=96, intermediate_size=384, dense_epochs=10, admm_epochs=2,
+                         finetune_epochs=4, methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8),
+                         distillation=False, ablations=("layer_norm=masked", "layer_norm=dense_statistics")),
 }  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
                  paper_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip
@@ -238,8 +256,10 @@ class Benchmark:
         self.s, self.results_dir, self.cache_dir = settings, results_dir, cache_dir
         self.train, self.test = data
         self.prefix = "" if settings.name == "main" else f"{settings.name}-"
-        # A pass that trains the same dense model as the main pass (the long one) reuses it and its result.
-        self.dense_name = "dense" if dense_key(settings) == dense_key(PASSES["main"]) else f"{self.prefix}dense"
+        # Passes that train the same dense model (main, mid, mid45, long; mlp4, mlp4-mid) share it and its result,
+        # named after the first of them: `dense`, `mlp4-dense`.
+        first = next((p for p in PASSES.values() if dense_key(p) == dense_key(settings)), settings)
+        self.dense_name = "dense" if first.name == "main" else f"{first.name}-dense"
         self.dense_sha256 = None  # of the dense model the runs started from (set when it is loaded or trained)
         results_dir.mkdir(parents=True, exist_ok=True)
 

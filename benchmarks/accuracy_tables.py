@@ -14,7 +14,9 @@ from pathlib import Path
 
 DEFAULT = Path(__file__).parent / "results" / "accuracy"
 METHOD_ORDER = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning", "gohsp+kd", "torch_pruning+kd")
-PASSES = {"": "main", "mid-": "mid", "long-": "long", "mlp4-": "mlp4"}
+# run-name prefix -> pass, longer prefixes first (a run belongs to the first prefix it starts with)
+PASSES = {"": "main", "mid45-": "mid45", "mid-": "mid", "long-": "long", "mlp4-mid-": "mlp4-mid", "mlp4-": "mlp4"}
+DENSE = {"mlp4": "mlp4-dense", "mlp4-mid": "mlp4-dense"}  # the dense result of each pass (default: `dense`)
 
 
 def load(folder: Path) -> dict[str, dict]:
@@ -23,7 +25,7 @@ def load(folder: Path) -> dict[str, dict]:
     results = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
     stray = []
     for name, r in results.items():
-        dense = results.get("mlp4-dense" if pass_of(name) == "mlp4" else "dense")
+        dense = results.get(DENSE.get(pass_of(name), "dense"))
         if dense is not None and r.get("dense_sha256") not in (None, dense.get("dense_sha256")):
             stray.append(name)
     if stray:
@@ -48,7 +50,7 @@ def pass_of(name: str) -> str:
 
 
 def is_ablation(name: str) -> bool:
-    return re.match(r"^(?:[a-z0-9]+-)?ablation-", name) is not None
+    return re.match(r"^(?:[a-z0-9]+-)*ablation-", name) is not None
 
 
 def groups(results: dict[str, dict]) -> dict[tuple, list[dict]]:
@@ -77,10 +79,9 @@ def references(results: dict[str, dict]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for prefix, name in PASSES.items():
-        dense, control = results.get(f"{prefix}dense"), results.get(f"{prefix}control")
-        if control is None:
+        dense, control = results.get(DENSE.get(name, "dense")), results.get(f"{prefix}control")
+        if control is None or dense is None:
             continue
-        dense = dense or results.get("dense")
         lines.append(f"| {name} | {control['shape']} | {control['extra_epochs']:g} | {pct(dense['accuracy'])} | "
                      f"{pct(control['accuracy'])} | {control['params']:,} | {control['flops'] / 1e6:.1f} |")  # fmt: skip
     return lines

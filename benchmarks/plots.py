@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from accuracy_tables import is_ablation, pass_of  # noqa: E402  (benchmarks/ is the script's folder)
 
 HERE = Path(__file__).parent
 RESULTS, PLOTS = HERE / "results", HERE / "plots"
@@ -64,7 +65,7 @@ def accuracy_vs_sparsity(folder: Path, out_dir: Path) -> Path | None:
     results = load_accuracy(folder)
     groups = defaultdict(list)
     for name, r in results.items():
-        if not name.startswith(("ablation-", "mid-", "long-", "mlp4-")) and r["method"] in METHODS:
+        if pass_of(name) == "main" and not is_ablation(name) and r["method"] in METHODS:
             groups[r["method"]].append(r)  # the main pass
     if not groups:
         return None

@@ -118,6 +118,9 @@ def test_ablations_split_each_pass_budget(tmp_path):
     assert main.ablation_overrides("layer_norm=masked", 0.8) == {"hidden_layer_norm": "masked"}
     assert long.ablation_overrides("layer_norm=masked", 0.8) is None
     assert long.ablation_overrides("layer_norm=dense_statistics", 0.8) == {"hidden_layer_norm": "dense_statistics"}
+    mid45 = accuracy.Benchmark(accuracy.PASSES["mid45"], tmp_path, tmp_path, (None, None))
+    assert mid45.s.extra_epochs == 4.5 and mid45.ablation_overrides("layer_norm=dense_statistics", 0.8) is None
+    assert mid45.ablation_overrides("layer_norm=masked", 0.8) == {"hidden_layer_norm": "masked"}
     accuracy.ABLATIONS["across"] = dict(lr_scheduler_across_stages=True, prune_hidden_size=True)
     try:  # the defaults a method resolves itself (None in the dataclass) count as defaults too
         assert main.ablation_overrides("across", 0.8) is None
@@ -140,3 +143,25 @@ def test_results_record_the_dense_model_they_started_from(tmp_path):
     model.save_pretrained(bench.dense_path())  # another model lands in the cache while the run goes on
     assert accuracy.file_sha256(bench.dense_path() / "model.safetensors") != first
     assert bench.write("gohsp-s60-seed0", {"accuracy": 0.5}, 1.0)["dense_sha256"] == first
+
+
+def test_passes_of_one_shape_share_its_dense_model_and_tables_tell_passes_apart(tmp_path):
+    """Every pass of a shape starts from the same dense model and names its result after the shape's first pass;
+    the tables put each run in its own pass, the longest matching prefix first (`mlp4-mid-` before `mlp4-`)."""
+    accuracy = import_accuracy()
+    names = {name: accuracy.Benchmark(s, tmp_path, tmp_path, (None, None)) for name, s in accuracy.PASSES.items()}
+    assert {name: b.dense_name for name, b in names.items()} == {
+        "main": "dense", "long": "dense", "mid": "dense", "mid45": "dense", "mlp4": "mlp4-dense",
+        "mlp4-mid": "mlp4-dense"}  # fmt: skip
+    assert names["mlp4-mid"].dense_path() == names["mlp4"].dense_path() != names["mid45"].dense_path()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import accuracy_tables as tables
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert set(tables.PASSES.values()) == set(accuracy.PASSES)
+    for run, pass_name in (("gohsp-s60-seed0", "main"), ("mid-gohsp-s80-seed1", "mid"), ("mid45-control", "mid45"),
+                           ("mlp4-mid-torch_pruning-s60-seed0", "mlp4-mid"), ("mlp4-gohsp-s80-seed0", "mlp4")):  # fmt: skip
+        assert tables.pass_of(run) == pass_name, run
+    assert tables.is_ablation("mlp4-mid-ablation-layer_norm=masked-s60-seed0")
+    assert not tables.is_ablation("mlp4-mid-gohsp-s60-seed0")
