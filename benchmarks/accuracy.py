@@ -16,7 +16,8 @@ Passes (each a `Settings`):
 - `long`: the same model with 10 extra epochs, gohsp and Torch-Pruning at 80%, 3 seeds, distillation for both, and
   the ablations that decide the structure and the pruning stage.
 - `mid`: the main shape with 6 extra epochs (2 in the pruning stage), gohsp with either layer norm and
-  Torch-Pruning at 60/80%, 2 seeds: where the choice of layer norm flips between the two budgets.
+  Torch-Pruning at 60/80%, 2 seeds: where the choice of layer norm flips between the two budgets; and gohsp's
+  allocation reached as Torch-Pruning reaches its own (at once, plain layer norms), seed 0.
 - `mid45`: the main shape with 4.5 extra epochs (1.5 in the pruning stage), gohsp with either layer norm and
   Torch-Pruning at 80%, 2 seeds: half-way between the budgets where each layer norm won.
 - `mlp4`: a second shape, ViT 96x6, 4 heads, MLP 384 (MLP ratio 4), 3 extra epochs, gohsp and Torch-Pruning at
@@ -121,6 +122,8 @@ ABLATIONS = {
     "hidden=0.6": dict(prune_hidden_size=True, hidden_sparsity=0.6),  # at 80% on the main shape: Torch-Pruning's 56
     "layer_norm=dense_statistics": dict(hidden_layer_norm="dense_statistics"),  # the default below 6 epochs
     "layer_norm=plain": dict(hidden_layer_norm="plain"),
+    # Torch-Pruning's way to the structure (at once, plain layer norms) with gohsp's allocation
+    "soft_pruning=none+layer_norm=plain": dict(soft_pruning="none", hidden_layer_norm="plain"),
     "layer_norm=masked": dict(hidden_layer_norm="masked"),  # plain layer norms from the pruning stage on
     "layer_norm=gradual": dict(hidden_layer_norm="gradual"),  # ... reached step by step over the stage
     "layer_norm=rescaled": dict(hidden_layer_norm="rescaled"),  # ... at once, their weights keeping the output size
@@ -193,7 +196,7 @@ PASSES = {
     # Between the two budgets (6 extra epochs, split like the long pass's): where the layer norm's choice flips.
     "mid": Settings(name="mid", admm_epochs=2, finetune_epochs=4, methods=("gohsp", "torch_pruning"),
                     sparsities=(0.6, 0.8), distillation=False,
-                    ablations=("layer_norm=masked", "layer_norm=dense_statistics")),
+                    ablations=("layer_norm=masked", "layer_norm=dense_statistics", "soft_pruning=none+layer_norm=plain")),
     # Half-way between 3 and 6 extra epochs (4.5, split 1.5 + 3 like the others): which layer norm wins there.
     "mid45": Settings(name="mid45", admm_epochs=1.5, finetune_epochs=3, methods=("gohsp", "torch_pruning"),
                       sparsities=(0.8,), distillation=False,
