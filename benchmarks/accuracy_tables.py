@@ -16,7 +16,6 @@ DEFAULT = Path(__file__).parent / "results" / "accuracy"
 METHOD_ORDER = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning", "gohsp+kd", "torch_pruning+kd")
 # run-name prefix -> pass, longer prefixes first (a run belongs to the first prefix it starts with)
 PASSES = {"": "main", "mid45-": "mid45", "mid-": "mid", "long-": "long", "mlp4-mid-": "mlp4-mid", "mlp4-": "mlp4"}
-DENSE = {"mlp4": "mlp4-dense", "mlp4-mid": "mlp4-dense"}  # the dense result of each pass (default: `dense`)
 
 
 def load(folder: Path) -> dict[str, dict]:
@@ -25,7 +24,7 @@ def load(folder: Path) -> dict[str, dict]:
     results = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
     stray = []
     for name, r in results.items():
-        dense = results.get(DENSE.get(pass_of(name), "dense"))
+        dense = dense_of(results, r)
         if dense is not None and r.get("dense_sha256") not in (None, dense.get("dense_sha256")):
             stray.append(name)
     if stray:
@@ -43,6 +42,11 @@ def pct(x: float) -> str:
 def shape(r: dict) -> str:
     s = r["settings"]
     return r.get("shape") or f"{s['hidden_size']}x{s['num_hidden_layers']}-mlp{s['intermediate_size']}"
+
+
+def dense_of(results: dict[str, dict], r: dict) -> dict | None:
+    """The dense result of run `r`'s shape: every pass of a shape starts from that shape's one dense model."""
+    return next((d for d in results.values() if d["method"] == "dense" and shape(d) == shape(r)), None)
 
 
 def pass_of(name: str) -> str:
@@ -79,8 +83,9 @@ def references(results: dict[str, dict]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for prefix, name in PASSES.items():
-        dense, control = results.get(DENSE.get(name, "dense")), results.get(f"{prefix}control")
-        if control is None or dense is None:
+        control = results.get(f"{prefix}control")
+        dense = control and dense_of(results, control)
+        if dense is None:
             continue
         lines.append(f"| {name} | {control['shape']} | {control['extra_epochs']:g} | {pct(dense['accuracy'])} | "
                      f"{pct(control['accuracy'])} | {control['params']:,} | {control['flops'] / 1e6:.1f} |")  # fmt: skip
