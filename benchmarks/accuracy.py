@@ -128,6 +128,10 @@ ABLATIONS = {
     "layer_norm=gradual": dict(hidden_layer_norm="gradual"),  # ... reached step by step over the stage
     "layer_norm=rescaled": dict(hidden_layer_norm="rescaled"),  # ... at once, their weights keeping the output size
     "round_to=1": dict(round_to=1),
+    # an MLP floor in every block: at 60-80% on the main shape gohsp keeps 16-72 neurons (of 256) in blocks 2-6,
+    # where Torch-Pruning keeps 113-161 in every block; 112 is about Torch-Pruning's width at 80%
+    "min_mlp_width=64": dict(min_mlp_width=64),
+    "min_mlp_width=112": dict(min_mlp_width=112),
 }
 
 # The ablations every seed runs (the others run seed 0); the mlp4 pass runs exactly these.
@@ -194,9 +198,13 @@ PASSES = {
                                      "layer_norm=plain", "layer_norm=masked", "layer_norm=gradual",
                                      "layer_norm=rescaled", "layer_norm=dense_statistics")),
     # Between the two budgets (6 extra epochs, split like the long pass's): where the layer norm's choice flips.
+    # Seeds 2 and 3 (and the MLP floors) were run side by side on a GPU: compare them with the same seeds.
     "mid": Settings(name="mid", admm_epochs=2, finetune_epochs=4, methods=("gohsp", "torch_pruning"),
-                    sparsities=(0.6, 0.8), distillation=False,
-                    ablations=("layer_norm=masked", "layer_norm=dense_statistics", "soft_pruning=none+layer_norm=plain")),
+                    sparsities=(0.6, 0.8), distillation=False, seeds=(0, 1, 2, 3),
+                    ablations=("layer_norm=masked", "layer_norm=dense_statistics", "soft_pruning=none+layer_norm=plain",
+                               "min_mlp_width=64", "min_mlp_width=112"),
+                    ablation_seeds=("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=64",
+                                    "min_mlp_width=112")),
     # Half-way between 3 and 6 extra epochs (4.5, split 1.5 + 3 like the others): which layer norm wins there.
     "mid45": Settings(name="mid45", admm_epochs=1.5, finetune_epochs=3, methods=("gohsp", "torch_pruning"),
                       sparsities=(0.8,), distillation=False,
