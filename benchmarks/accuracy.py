@@ -128,16 +128,21 @@ ABLATIONS = {
     "layer_norm=gradual": dict(hidden_layer_norm="gradual"),  # ... reached step by step over the stage
     "layer_norm=rescaled": dict(hidden_layer_norm="rescaled"),  # ... at once, their weights keeping the output size
     "round_to=1": dict(round_to=1),
-    # an MLP floor in every block: at 60-80% on the main shape gohsp keeps 16-72 neurons (of 256) in blocks 2-6,
-    # where Torch-Pruning keeps 113-161 in every block; 112 is about Torch-Pruning's width at 80%
+    # An MLP floor in every block: at 60-80% on the main shape gohsp keeps 16-72 neurons (of 256) in blocks 2-6,
+    # where Torch-Pruning keeps 113-161 in every block. 64 at 60% and 32 at 80% are about 0.6 of the uniform share
+    # ((1 - target) of the width), 96 is that on the second shape (MLP 384) at 60%, 112 about Torch-Pruning's
+    # width at 80% on the main shape.
+    "min_mlp_width=32": dict(min_mlp_width=32),
     "min_mlp_width=64": dict(min_mlp_width=64),
+    "min_mlp_width=96": dict(min_mlp_width=96),
     "min_mlp_width=112": dict(min_mlp_width=112),
 }
 
 # The ablations every seed runs (the others run seed 0); the mlp4 pass runs exactly these.
 SEEDED_ABLATIONS = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18", "lr_per_stage",
                     "block_floor=0.9_of_uniform", "layer_norm=masked", "layer_norm=gradual",
-                    "layer_norm=rescaled", "layer_norm=dense_statistics")  # fmt: skip
+                    "layer_norm=rescaled", "layer_norm=dense_statistics", "min_mlp_width=32",
+                    "min_mlp_width=64")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -202,9 +207,9 @@ PASSES = {
     "mid": Settings(name="mid", admm_epochs=2, finetune_epochs=4, methods=("gohsp", "torch_pruning"),
                     sparsities=(0.6, 0.8), distillation=False, seeds=(0, 1, 2, 3),
                     ablations=("layer_norm=masked", "layer_norm=dense_statistics", "soft_pruning=none+layer_norm=plain",
-                               "min_mlp_width=64", "min_mlp_width=112"),
-                    ablation_seeds=("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=64",
-                                    "min_mlp_width=112")),
+                               "min_mlp_width=32", "min_mlp_width=64", "min_mlp_width=112"),
+                    ablation_seeds=("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=32",
+                                    "min_mlp_width=64", "min_mlp_width=112")),
     # Half-way between 3 and 6 extra epochs (4.5, split 1.5 + 3 like the others): which layer norm wins there.
     "mid45": Settings(name="mid45", admm_epochs=1.5, finetune_epochs=3, methods=("gohsp", "torch_pruning"),
                       sparsities=(0.8,), distillation=False,
@@ -215,7 +220,9 @@ PASSES = {
     # The second shape with the mid pass's 6 extra epochs: does the layer norms' default hold on another shape?
     "mlp4-mid": Settings(name="mlp4-mid", hidden_size=96, intermediate_size=384, dense_epochs=10, admm_epochs=2,
                          finetune_epochs=4, methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8),
-                         distillation=False, ablations=("layer_norm=masked", "layer_norm=dense_statistics")),
+                         distillation=False, ablations=("layer_norm=masked", "layer_norm=dense_statistics",
+                                                        "min_mlp_width=96"),
+                         ablation_seeds=("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=96")),
 }  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
                  paper_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip

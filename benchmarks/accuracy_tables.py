@@ -119,6 +119,7 @@ def goals(results: dict[str, dict]) -> list[str]:
         lines.append(f"- {pass_name} ({runs[0]['shape']}, +{runs[0]['extra_epochs']:g} epochs), {sparsity:.0%}: GOHSP "
                      f"{pct(mean(runs))} (n={len(runs)}) vs Torch-Pruning {pct(mean(tp))} (n={len(tp)}): {lead:+.2f} "
                      f"points (goal: at least +0.5): **{'met' if lead >= 0.5 else 'not met'}**.")  # fmt: skip
+    lines += paired(found)
     if ("main", "gohsp", 0.6) in found and "control" in results:
         gap = 100 * (mean(found[("main", "gohsp", 0.6)]) - results["control"]["accuracy"])
         verdict = "met" if gap >= -0.5 else "not met"
@@ -130,6 +131,26 @@ def goals(results: dict[str, dict]) -> list[str]:
             verdict = "met" if drop < 1 else "not met"
             lines.append(f"- {pass_name}, 80%: accuracy lost at the hard prune itself: {drop:.2f} points (goal: "
                          f"under 1): **{verdict}**.")  # fmt: skip
+    return lines
+
+
+def paired(found: dict[tuple, list[dict]]) -> list[str]:
+    """GOHSP minus Torch-Pruning over the runs of the same pass, sparsity and seed, pooled per shape and sparsity:
+    the mean of those differences and its standard error, which says how much of a lead the seeds can resolve."""
+    pairs = defaultdict(list)
+    for (pass_name, method, sparsity), runs in found.items():
+        tp = {r["seed"]: r for r in found.get((pass_name, "torch_pruning", sparsity), [])}
+        if method == "gohsp" and sparsity in (0.6, 0.8):
+            pairs[(runs[0]["shape"], sparsity)] += [100 * (r["accuracy"] - tp[r["seed"]]["accuracy"])
+                                                    for r in runs if r["seed"] in tp]  # fmt: skip
+    lines = []
+    for (shape_name, sparsity), diffs in sorted(pairs.items()):
+        if len(diffs) < 2:
+            continue
+        error = statistics.stdev(diffs) / len(diffs) ** 0.5
+        lines.append(f"- {shape_name}, {sparsity:.0%}, every pass, paired by seed: GOHSP - Torch-Pruning "
+                     f"{statistics.mean(diffs):+.2f} ± {error:.2f} points (mean ± standard error of {len(diffs)} "
+                     f"pairs).")  # fmt: skip
     return lines
 
 

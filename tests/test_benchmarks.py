@@ -165,3 +165,26 @@ def test_passes_of_one_shape_share_its_dense_model_and_tables_tell_passes_apart(
         assert tables.pass_of(run) == pass_name, run
     assert tables.is_ablation("mlp4-mid-ablation-layer_norm=masked-s60-seed0")
     assert not tables.is_ablation("mlp4-mid-gohsp-s60-seed0")
+
+
+def test_goals_pair_gohsp_and_torch_pruning_by_seed_within_a_pass():
+    """The paired margin pools every pass of a shape, compares only runs of the same pass, sparsity and seed,
+    and gives the standard error of the differences."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import accuracy_tables as tables
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+    def run(method, seed, accuracy):
+        return {"method": method, "sparsity": 0.8, "seed": seed, "accuracy": accuracy, "shape": "s"}
+
+    found = {("main", "gohsp", 0.8): [run("gohsp", 0, 0.90), run("gohsp", 1, 0.91), run("gohsp", 2, 0.95)],
+             ("main", "torch_pruning", 0.8): [run("torch_pruning", 0, 0.89), run("torch_pruning", 1, 0.89)],
+             ("mid", "gohsp", 0.8): [run("gohsp", 0, 0.92)],
+             ("mid", "torch_pruning", 0.8): [run("torch_pruning", 0, 0.92)]}  # fmt: skip
+    # pairs: +1 and +2 (main, seeds 0 and 1; seed 2 has no partner) and 0 (mid): mean +1, stdev 1, error 1/sqrt(3)
+    assert tables.paired(found) == [
+        "- s, 80%, every pass, paired by seed: GOHSP - Torch-Pruning +1.00 ± 0.58 points (mean ± standard error "
+        "of 3 pairs)."
+    ]
