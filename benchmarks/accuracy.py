@@ -220,7 +220,7 @@ PASSES = {
     # The second shape with the mid pass's 6 extra epochs: does the layer norms' default hold on another shape?
     "mlp4-mid": Settings(name="mlp4-mid", hidden_size=96, intermediate_size=384, dense_epochs=10, admm_epochs=2,
                          finetune_epochs=4, methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8),
-                         distillation=False, ablations=("layer_norm=masked", "layer_norm=dense_statistics",
+                         seeds=(0, 1, 2, 3), distillation=False, ablations=("layer_norm=masked", "layer_norm=dense_statistics",
                                                         "min_mlp_width=96"),
                          ablation_seeds=("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=96")),
 }  # fmt: skip
