@@ -16,14 +16,15 @@ Passes (each a `Settings`):
 - `long`: the same model with 10 extra epochs, gohsp and Torch-Pruning at 80%, 3 seeds, distillation for both, and
   the ablations that decide the structure and the pruning stage.
 - `mid`: the main shape with 6 extra epochs (2 in the pruning stage), gohsp with either layer norm and
-  Torch-Pruning at 60/80%, 2 seeds: where the choice of layer norm flips between the two budgets; and gohsp's
-  allocation reached as Torch-Pruning reaches its own (at once, plain layer norms), seed 0.
+  Torch-Pruning at 60/80%, 4 seeds: where the choice of layer norm flips between the two budgets; MLP floors
+  (`min_mlp_width`); and gohsp's allocation reached as Torch-Pruning reaches its own (at once, plain layer norms),
+  seed 0.
 - `mid45`: the main shape with 4.5 extra epochs (1.5 in the pruning stage), gohsp with either layer norm and
   Torch-Pruning at 80%, 2 seeds: half-way between the budgets where each layer norm won.
 - `mlp4`: a second shape, ViT 96x6, 4 heads, MLP 384 (MLP ratio 4), 3 extra epochs, gohsp and Torch-Pruning at
   60/80%, 2 seeds, and the ablations that decide the pruning stage (pruning at once, a shorter stage).
 - `mlp4-mid`: the second shape with the mid pass's 6 extra epochs, gohsp with either layer norm and Torch-Pruning at
-  60/80%, 2 seeds.
+  60/80%, 4 seeds, and an MLP floor.
 
 1. Each shape's dense ViT is trained from scratch on the full training set until its test accuracy stops moving
    (the learning curve is in its result file) and cached in `benchmarks/.cache/` (a fresh clone retrains it).
@@ -203,7 +204,7 @@ PASSES = {
                                      "layer_norm=plain", "layer_norm=masked", "layer_norm=gradual",
                                      "layer_norm=rescaled", "layer_norm=dense_statistics")),
     # Between the two budgets (6 extra epochs, split like the long pass's): where the layer norm's choice flips.
-    # Seeds 2 and 3 (and the MLP floors) were run side by side on a GPU: compare them with the same seeds.
+    # Seeds 2 and 3 (and the MLP floors 64 and 112) were run side by side on a GPU: compare them with the same seeds.
     "mid": Settings(name="mid", admm_epochs=2, finetune_epochs=4, methods=("gohsp", "torch_pruning"),
                     sparsities=(0.6, 0.8), distillation=False, seeds=(0, 1, 2, 3),
                     ablations=("layer_norm=masked", "layer_norm=dense_statistics", "soft_pruning=none+layer_norm=plain",
@@ -220,8 +221,8 @@ PASSES = {
     # The second shape with the mid pass's 6 extra epochs: does the layer norms' default hold on another shape?
     "mlp4-mid": Settings(name="mlp4-mid", hidden_size=96, intermediate_size=384, dense_epochs=10, admm_epochs=2,
                          finetune_epochs=4, methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8),
-                         seeds=(0, 1, 2, 3), distillation=False, ablations=("layer_norm=masked", "layer_norm=dense_statistics",
-                                                        "min_mlp_width=96"),
+                         seeds=(0, 1, 2, 3), distillation=False,
+                         ablations=("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=96"),
                          ablation_seeds=("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=96")),
 }  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
