@@ -144,6 +144,10 @@ SEEDED_ABLATIONS = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "bl
                     "block_floor=0.9_of_uniform", "layer_norm=masked", "layer_norm=gradual",
                     "layer_norm=rescaled", "layer_norm=dense_statistics", "min_mlp_width=32",
                     "min_mlp_width=64")  # fmt: skip
+# The ablations the 6-epoch passes run with every seed (the mid pass adds one at seed 0).
+MID_ABLATIONS = ("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=32", "min_mlp_width=64",
+                 "min_mlp_width=112")  # fmt: skip
+MLP4_MID_ABLATIONS = ("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=96")
 
 
 @dataclass(frozen=True)
@@ -207,10 +211,7 @@ PASSES = {
     # Seeds 2 and 3 (and the MLP floors 64 and 112) were run side by side on a GPU: compare them with the same seeds.
     "mid": Settings(name="mid", admm_epochs=2, finetune_epochs=4, methods=("gohsp", "torch_pruning"),
                     sparsities=(0.6, 0.8), distillation=False, seeds=(0, 1, 2, 3),
-                    ablations=("layer_norm=masked", "layer_norm=dense_statistics", "soft_pruning=none+layer_norm=plain",
-                               "min_mlp_width=32", "min_mlp_width=64", "min_mlp_width=112"),
-                    ablation_seeds=("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=32",
-                                    "min_mlp_width=64", "min_mlp_width=112")),
+                    ablations=MID_ABLATIONS + ("soft_pruning=none+layer_norm=plain",), ablation_seeds=MID_ABLATIONS),
     # Half-way between 3 and 6 extra epochs (4.5, split 1.5 + 3 like the others): which layer norm wins there.
     "mid45": Settings(name="mid45", admm_epochs=1.5, finetune_epochs=3, methods=("gohsp", "torch_pruning"),
                       sparsities=(0.8,), distillation=False,
@@ -222,8 +223,7 @@ PASSES = {
     "mlp4-mid": Settings(name="mlp4-mid", hidden_size=96, intermediate_size=384, dense_epochs=10, admm_epochs=2,
                          finetune_epochs=4, methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8),
                          seeds=(0, 1, 2, 3), distillation=False,
-                         ablations=("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=96"),
-                         ablation_seeds=("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=96")),
+                         ablations=MLP4_MID_ABLATIONS, ablation_seeds=MLP4_MID_ABLATIONS),
 }  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
                  paper_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip

@@ -6,6 +6,7 @@ run at the same parameter count, and the tables and plots made from the JSON.
 """
 
 import gzip
+import importlib
 import json
 import subprocess
 import sys
@@ -38,14 +39,13 @@ def digits_as_idx(folder: Path) -> Path:
     return folder
 
 
-def import_accuracy():
-    """`benchmarks/accuracy.py` as a module (the benchmarks folder is not a package)."""
+def import_benchmark(name: str):
+    """`benchmarks/<name>.py` as a module (the benchmarks folder is not a package)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        import accuracy
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    return accuracy
 
 
 def bench(tmp_path: Path, *args: str) -> str:
@@ -102,7 +102,7 @@ def test_accuracy_benchmark_runs_skips_and_reports(tmp_path):
 def test_ablations_split_each_pass_budget(tmp_path):
     """A pruning-stage ablation keeps the pass's extra epochs: the stage's length changes, fine-tuning gets the
     rest; one equal to the pass's own split or to gohsp's defaults, or longer than its budget, is not planned."""
-    accuracy = import_accuracy()
+    accuracy = import_benchmark("accuracy")
     main, long = (
         accuracy.Benchmark(accuracy.PASSES[name], tmp_path, tmp_path, (None, None)) for name in ("main", "long")
     )
@@ -130,7 +130,7 @@ def test_ablations_split_each_pass_budget(tmp_path):
 
 def test_results_record_the_dense_model_they_started_from(tmp_path):
     """A run's `dense_sha256` is that of the model it loaded, even if the cache changes before the run ends."""
-    accuracy = import_accuracy()
+    accuracy = import_benchmark("accuracy")
     bench = accuracy.Benchmark(accuracy.QUICK, tmp_path / "results", tmp_path / "cache", (None, None))
     model = accuracy.ViTForImageClassification(accuracy.ViTConfig(hidden_size=16, num_hidden_layers=1,
                                                                   num_attention_heads=2, intermediate_size=32))  # fmt: skip
@@ -148,17 +148,13 @@ def test_results_record_the_dense_model_they_started_from(tmp_path):
 def test_passes_of_one_shape_share_its_dense_model_and_tables_tell_passes_apart(tmp_path):
     """Every pass of a shape starts from the same dense model and names its result after the shape's first pass;
     the tables put each run in its own pass, the longest matching prefix first (`mlp4-mid-` before `mlp4-`)."""
-    accuracy = import_accuracy()
+    accuracy = import_benchmark("accuracy")
     names = {name: accuracy.Benchmark(s, tmp_path, tmp_path, (None, None)) for name, s in accuracy.PASSES.items()}
     assert {name: b.dense_name for name, b in names.items()} == {
         "main": "dense", "long": "dense", "mid": "dense", "mid45": "dense", "mlp4": "mlp4-dense",
         "mlp4-mid": "mlp4-dense"}  # fmt: skip
     assert names["mlp4-mid"].dense_path() == names["mlp4"].dense_path() != names["mid45"].dense_path()
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import accuracy_tables as tables
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    tables = import_benchmark("accuracy_tables")
     assert set(tables.PASSES.values()) == set(accuracy.PASSES)
     for run, pass_name in (("gohsp-s60-seed0", "main"), ("mid-gohsp-s80-seed1", "mid"), ("mid45-control", "mid45"),
                            ("mlp4-mid-torch_pruning-s60-seed0", "mlp4-mid"), ("mlp4-gohsp-s80-seed0", "mlp4")):  # fmt: skip
@@ -170,11 +166,7 @@ def test_passes_of_one_shape_share_its_dense_model_and_tables_tell_passes_apart(
 def test_goals_pair_gohsp_and_torch_pruning_by_seed_within_a_pass():
     """The paired margin pools every pass of a shape, compares only runs of the same pass, sparsity and seed,
     and gives the standard error of the differences."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import accuracy_tables as tables
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    tables = import_benchmark("accuracy_tables")
 
     def run(method, seed, accuracy):
         return {"method": method, "sparsity": 0.8, "seed": seed, "accuracy": accuracy, "shape": "s"}
