@@ -12,7 +12,8 @@ on two shapes and two budgets, with distillation as a column, and the ablations 
 
 Passes (each a `Settings`):
 - `main`: ViT 128x6, 4 heads, MLP 256 (`shape` "128x6-mlp256"), 3 extra epochs: every method at 40/60/80%, a
-  second seed for gohsp and Torch-Pruning at 60/80%, distillation for both at 60/80%, and the ablations.
+  second seed for gohsp and Torch-Pruning at 60/80%, distillation (seed 0) and weight averaging of the fine-tuning
+  (`+ema`, both seeds) for both at 60/80%, and the ablations.
 - `long`: the same model with 10 extra epochs, gohsp and Torch-Pruning at 80%, 3 seeds, distillation for both, and
   the ablations that decide the structure and the pruning stage.
 - `mid`: the main shape with 6 extra epochs (2 in the pruning stage), gohsp with either layer norm and
@@ -21,8 +22,9 @@ Passes (each a `Settings`):
   seed 0.
 - `mid45`: the main shape with 4.5 extra epochs (1.5 in the pruning stage), gohsp with either layer norm and
   Torch-Pruning at 80%, 2 seeds: half-way between the budgets where each layer norm won.
+- `high`: the main pass at 90% removed, gohsp and Torch-Pruning, 2 seeds: beyond the goals' budgets.
 - `mlp4`: a second shape, ViT 96x6, 4 heads, MLP 384 (MLP ratio 4), 3 extra epochs, gohsp and Torch-Pruning at
-  60/80%, 2 seeds, and the ablations that decide the pruning stage (pruning at once, a shorter stage).
+  60/80%, 4 seeds, and the ablations that decide the pruning stage (pruning at once, a shorter stage).
 - `mlp4-mid`: the second shape with the mid pass's 6 extra epochs, gohsp with either layer norm and Torch-Pruning at
   60/80%, 4 seeds, and an MLP floor.
 
@@ -60,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from speed import machine
-from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
+from transformers import Trainer, TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "tests")]
@@ -73,6 +75,7 @@ from gohsp_hf.losses import distillation_loss  # noqa: E402
 USE_CPU = True  # `--gpu`: the Trainers train on the GPU (Torch-Pruning's pruning step stays on the CPU)
 ALL_METHODS = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning")
 KD = dict(distillation_alpha=0.5, distillation_temperature=2.0)  # the distillation column, for both tools
+EMA_DECAY = 0.998  # the weight-averaging column, for both tools: about the last 500 fine-tuning steps
 # Torch-Pruning's recipe inside GOHSP: its widths at 80% on the main shape, pruned at once, on one-shot Taylor scores
 TP_RECIPE = "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none+importance=taylor+importance_steps=1"
 TP_RECIPE_OVERRIDES = dict(allocation="uniform", round_to=2, hidden_sparsity=0.5625, soft_pruning="none",
@@ -175,6 +178,7 @@ class Settings:
     seeds: tuple = (0, 1)
     more_seeds: tuple = ("gohsp", "torch_pruning")  # the methods that get every seed at 60/80%
     distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
+    weight_averaging: bool = False  # gohsp+ema and torch_pruning+ema at 60/80%, every seed
     ablations: tuple | None = None  # names of ABLATIONS to run at 60/80% (None: all of them)
     ablation_seeds: tuple = SEEDED_ABLATIONS  # the ablations run with every seed (the others: seed 0)
     ranking_samples: int = 512
@@ -191,7 +195,7 @@ class Settings:
 
 
 PASSES = {
-    "main": Settings(),
+    "main": Settings(weight_averaging=True),
     "long": Settings(name="long", admm_epochs=3, finetune_epochs=7, methods=("gohsp", "torch_pruning"),
                      seeds=(0, 1, 2), sparsities=(0.8,),
                      ablations=("block_floor=0.15", "block_floor=0.18", "soft_pruning=none", "pruning_epochs=1",
@@ -216,9 +220,12 @@ PASSES = {
     "mid45": Settings(name="mid45", admm_epochs=1.5, finetune_epochs=3, methods=("gohsp", "torch_pruning"),
                       sparsities=(0.8,), distillation=False,
                       ablations=("layer_norm=masked", "layer_norm=dense_statistics")),
+    # Beyond the goals' budgets: 90% removed, where the structure has the least room (main shape, 3 extra epochs).
+    "high": Settings(name="high", methods=("gohsp", "torch_pruning"), sparsities=(0.9,), distillation=False,
+                     ablations=()),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
-                     sparsities=(0.6, 0.8), distillation=False, ablations=SEEDED_ABLATIONS),
+                     sparsities=(0.6, 0.8), seeds=(0, 1, 2, 3), distillation=False, ablations=SEEDED_ABLATIONS),
     # The second shape with the mid pass's 6 extra epochs: does the layer norms' default hold on another shape?
     "mlp4-mid": Settings(name="mlp4-mid", hidden_size=96, intermediate_size=384, dense_epochs=10, admm_epochs=2,
                          finetune_epochs=4, methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8),
@@ -268,6 +275,45 @@ class DistillationTrainer(Trainer):
                 teacher_logits = self.teacher(pixel_values=inputs["pixel_values"]).logits
             loss = distillation_loss(loss, outputs.logits, teacher_logits, self.alpha, self.temperature)
         return (loss, outputs) if return_outputs else loss
+
+
+class WeightAveraging(TrainerCallback):
+    """An exponential moving average of the trainable weights over fine-tuning (Polyak averaging, timm's
+    `ModelEma`), copied into the model when the stage ends, so the last evaluation sees the average. The decay
+    warms up as (1 + n) / (10 + n) over the first updates. In a GOHSPTrainer it averages only the fine-tuning
+    stage (the pruned model, whose structure no longer changes)."""
+
+    def __init__(self, trainer: Trainer, decay: float):
+        self.trainer, self.decay, self.average, self.updates = trainer, decay, None, 0
+
+    def _model(self):
+        active = getattr(self.trainer, "stage", "finetune") == "finetune"  # a plain Trainer has no stages
+        return self.trainer.model if active else None  # the Trainer's model: a GOHSPTrainer swaps it at the prune
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        model, self.updates = self._model(), 0
+        self.average = None if model is None else {
+            n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
+        }  # fmt: skip
+
+    @torch.no_grad()
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.average is None:
+            return
+        self.updates += 1
+        weight = 1 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, param in self._model().named_parameters():
+            if name in self.average:
+                self.average[name].lerp_(param.detach(), weight)
+
+    @torch.no_grad()
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.average is None:
+            return
+        for name, param in self._model().named_parameters():
+            if name in self.average:
+                param.copy_(self.average[name])
+        self.average = None
 
 
 class Benchmark:
@@ -356,7 +402,7 @@ class Benchmark:
         """The dense model trained for the same extra epochs as every pruned model."""
         return self.finetune(self.dense_model(), seed=0) | {"method": "control", "sparsity": 0.0}
 
-    def finetune(self, model, seed: int, teacher=None) -> dict:
+    def finetune(self, model, seed: int, teacher=None, ema_decay: float | None = None) -> dict:
         s = self.s
         with tempfile.TemporaryDirectory() as tmp:
             args = TrainingArguments(tmp, num_train_epochs=s.extra_epochs, learning_rate=s.learning_rate,
@@ -364,6 +410,8 @@ class Benchmark:
             data = dict(model=model, args=args, train_dataset=self.train, eval_dataset=self.test,
                         compute_metrics=accuracy)  # fmt: skip
             trainer = Trainer(**data) if teacher is None else DistillationTrainer(teacher, **_kd(), **data)
+            if ema_decay:
+                trainer.add_callback(WeightAveraging(trainer, ema_decay))
             trainer.train()
             metrics = trainer.evaluate()
         return {"accuracy": metrics["eval_accuracy"], **model_cost(model)}
@@ -380,15 +428,19 @@ class Benchmark:
         return GOHSPTrainer(model=self.dense_model(), args=args, train_dataset=self.train, eval_dataset=self.test,
                             compute_metrics=accuracy)  # fmt: skip
 
-    def prune(self, method: str, sparsity: float, seed: int, **overrides) -> dict:
+    def prune(self, method: str, sparsity: float, seed: int, ema_decay: float | None = None, **overrides) -> dict:
+        """One pruning run; `ema_decay` (the benchmark's weight-averaging column) is not a GOHSPConfig field."""
         if method == "torch_pruning":
-            return self.torch_pruning(sparsity, seed, **overrides)
+            return self.torch_pruning(sparsity, seed, ema_decay=ema_decay, **overrides)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = self.gohsp_trainer(tmp, method, sparsity, seed, **overrides)
+            if ema_decay:
+                trainer.add_callback(WeightAveraging(trainer, ema_decay))
             trainer.train()
             r = trainer.results
         kd = "+kd" if overrides.get("distillation_alpha") else ""
-        return {"method": method + kd, "sparsity": sparsity, "seed": seed, "accuracy": r["pruned"]["accuracy"],
+        column = kd + ("+ema" if ema_decay else "")
+        return {"method": method + column, "sparsity": sparsity, "seed": seed, "accuracy": r["pruned"]["accuracy"],
                 "params": r["pruned"]["params"], "flops": r["pruned"]["flops"], "macs": r["pruned"]["macs"],
                 "achieved_sparsity": r["achieved_sparsity"], "dense_accuracy": r["dense"]["accuracy"],
                 "accuracy_before_hard_prune": r["before_hard_prune"]["accuracy"],
@@ -397,9 +449,9 @@ class Benchmark:
                 "head_scores": r.get("head_scores"),
                 "admm_final": r.get("admm_final"), "admm_schedule": r.get("admm_schedule"),
                 "gradual_schedule": r.get("gradual_schedule"),
-                "stage_seconds": r["stage_seconds"], "overrides": overrides}  # fmt: skip
+                "stage_seconds": r["stage_seconds"], "overrides": overrides, "ema_decay": ema_decay}  # fmt: skip
 
-    def torch_pruning(self, sparsity: float, seed: int, **overrides) -> dict:
+    def torch_pruning(self, sparsity: float, seed: int, ema_decay: float | None = None, **overrides) -> dict:
         """Torch-Pruning's ViT recipe (Taylor importance, uniform per-layer ratio, head dims pruned), with the
         pruning ratio bisected until the model has the same parameter count as ours at this sparsity."""
         dense = self.dense_model()
@@ -415,19 +467,20 @@ class Benchmark:
         model = tp_prune(copy.deepcopy(dense), ratio, self.train, self.s.taylor_batches, seed)
         after = evaluate(model, self.test)
         kd = bool(overrides.get("distillation_alpha"))
-        result = self.finetune(model, seed, teacher=self.dense_model() if kd else None)
-        return {"method": "torch_pruning" + ("+kd" if kd else ""), "sparsity": sparsity, "seed": seed, **result,
+        result = self.finetune(model, seed, teacher=self.dense_model() if kd else None, ema_decay=ema_decay)
+        column = ("+kd" if kd else "") + ("+ema" if ema_decay else "")
+        return {"method": "torch_pruning" + column, "sparsity": sparsity, "seed": seed, **result,
                 "tp_pruning_ratio": ratio, "achieved_sparsity": 1 - result["params"] / count_parameters(dense),
                 "accuracy_before_hard_prune": evaluate(dense, self.test), "accuracy_after_hard_prune": after,
                 "structure": tp_structure(model), "hidden_size": model.vit.layers[0].attention.q_proj.in_features,
-                "overrides": overrides}  # fmt: skip
+                "overrides": overrides, "ema_decay": ema_decay}  # fmt: skip
 
     # ------------------------------------------------------------------ the plan
     def plan(self) -> list[tuple[str, callable]]:
         """Every run of the pass, in the order they run: the ones the goals need first."""
         s, p = self.s, self.prefix
         runs = [(self.dense_name, None), (f"{p}control", self.control)]
-        first = [x for x in (0.6, 0.8) if x in s.sparsities]
+        first = [x for x in (0.6, 0.8) if x in s.sparsities] or list(s.sparsities)  # the goals' budgets first
         for sparsity in first + [x for x in s.sparsities if x not in first]:
             for method in s.methods:
                 runs.append((f"{p}{method}-s{_pct(sparsity)}-seed0", _bind(self.prune, method, sparsity, 0)))
@@ -438,6 +491,9 @@ class Benchmark:
             if s.distillation:
                 runs += [(f"{p}{m}+kd-s{_pct(sparsity)}-seed0", _bind(self.prune, m, sparsity, 0, **KD))
                          for m in ("gohsp", "torch_pruning")]  # fmt: skip
+        if s.weight_averaging:
+            runs += [(f"{p}{m}+ema-s{_pct(sparsity)}-seed{seed}", _bind(self.prune, m, sparsity, seed, ema_decay=EMA_DECAY))
+                     for seed in s.seeds for sparsity in first for m in ("gohsp", "torch_pruning")]  # fmt: skip
         runs += self.ablations(first)
         return runs
 

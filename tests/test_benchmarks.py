@@ -180,3 +180,31 @@ def test_goals_pair_gohsp_and_torch_pruning_by_seed_within_a_pass():
         "- s, 80%, every pass, paired by seed: GOHSP - Torch-Pruning +1.00 ± 0.58 points (mean ± standard error "
         "of 3 pairs)."
     ]
+
+
+def test_weight_averaging_column_averages_the_fine_tuning_stage_only():
+    """The benchmark's `+ema` column: an exponential moving average with a warm-up of the decay, copied into the
+    model at the end of the fine-tuning stage, and nothing in a GOHSPTrainer's other stages."""
+    accuracy = import_benchmark("accuracy")
+    model = torch.nn.Linear(2, 1, bias=False)
+    model.weight.data.fill_(0.0)
+    trainer = type("FakeTrainer", (), {"model": model, "stage": "pruning"})()
+    averaging = accuracy.WeightAveraging(trainer, decay=0.5)
+    averaging.on_train_begin(None, None, None)
+    model.weight.data.fill_(8.0)
+    averaging.on_step_end(None, None, None)
+    averaging.on_train_end(None, None, None)
+    assert torch.equal(model.weight.data, torch.full((1, 2), 8.0))  # the pruning stage: untouched
+
+    trainer.stage = "finetune"
+    averaging.on_train_begin(None, None, None)  # average = 8
+    expected = 8.0
+    for step, value in enumerate((0.0, 4.0, 2.0), start=1):
+        model.weight.data.fill_(value)
+        averaging.on_step_end(None, None, None)
+        decay = min(0.5, (1 + step) / (10 + step))  # 2/11, then 0.5
+        expected = decay * expected + (1 - decay) * value
+    assert torch.equal(model.weight.data, torch.full((1, 2), 2.0))  # the live weights until the stage ends
+    averaging.on_train_end(None, None, None)
+    assert torch.allclose(model.weight.data, torch.full((1, 2), expected))
+    assert abs(expected - 2.0) > 0.1  # the average is not the last weights
