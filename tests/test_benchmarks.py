@@ -169,17 +169,22 @@ def test_goals_pair_gohsp_and_torch_pruning_by_seed_within_a_pass():
     and gives the standard error of the differences."""
     tables = import_benchmark("accuracy_tables")
 
-    def run(method, seed, accuracy):
-        return {"method": method, "sparsity": 0.8, "seed": seed, "accuracy": accuracy, "shape": "s"}
+    def run(method, seed, accuracy, sparsity=0.8):
+        return {"method": method, "sparsity": sparsity, "seed": seed, "accuracy": accuracy, "shape": "s"}
 
     found = {("main", "gohsp", 0.8): [run("gohsp", 0, 0.90), run("gohsp", 1, 0.91), run("gohsp", 2, 0.95)],
              ("main", "torch_pruning", 0.8): [run("torch_pruning", 0, 0.89), run("torch_pruning", 1, 0.89)],
              ("mid", "gohsp", 0.8): [run("gohsp", 0, 0.92)],
-             ("mid", "torch_pruning", 0.8): [run("torch_pruning", 0, 0.92)]}  # fmt: skip
-    # pairs: +1 and +2 (main, seeds 0 and 1; seed 2 has no partner) and 0 (mid): mean +1, stdev 1, error 1/sqrt(3)
+             ("mid", "torch_pruning", 0.8): [run("torch_pruning", 0, 0.92)],
+             ("high", "gohsp", 0.9): [run("gohsp", 0, 0.88, 0.9), run("gohsp", 1, 0.88, 0.9)],
+             ("high", "torch_pruning", 0.9): [run("torch_pruning", 0, 0.87, 0.9), run("torch_pruning", 1, 0.87, 0.9)]}  # fmt: skip
+    # pairs: +1 and +2 (main, seeds 0 and 1; seed 2 has no partner) and 0 (mid): mean +1, stdev 1, error 1/sqrt(3);
+    # a budget beyond the goals' (90%) is paired the same way
     assert tables.paired(found) == [
         "- s, 80%, every pass, paired by seed: GOHSP - Torch-Pruning +1.00 ± 0.58 points (mean ± standard error "
-        "of 3 pairs)."
+        "of 3 pairs).",
+        "- s, 90%, every pass, paired by seed: GOHSP - Torch-Pruning +1.00 ± 0.00 points (mean ± standard error "
+        "of 2 pairs).",
     ]
 
 
