@@ -214,3 +214,21 @@ def test_weight_averaging_column_averages_the_fine_tuning_stage_only():
     averaging.on_train_end(None, None, None)
     assert torch.allclose(model.weight.data, torch.full((1, 2), expected))
     assert abs(expected - 2.0) > 0.1  # the average is not the last weights
+
+
+def test_ablation_tables_show_the_budgets_the_ablations_ran_at():
+    """The goals' 60/80% columns on the passes that ran there; a 90% column alone on a pass that ran only 90%."""
+    tables = import_benchmark("accuracy_tables")
+
+    def run(seed, accuracy):
+        return {"method": "gohsp", "seed": seed, "accuracy": accuracy, "accuracy_before_hard_prune": 0.5,
+                "accuracy_after_hard_prune": 0.5}  # fmt: skip
+
+    results = {"high-mid-gohsp-s90-seed0": run(0, 0.88), "high-mid-ablation-x=1-s90-seed0": run(0, 0.89),
+               "gohsp-s80-seed0": run(0, 0.90), "ablation-x=1-s80-seed0": run(0, 0.88)}  # fmt: skip
+    high = tables.ablation_table(results, "high-mid-")
+    assert high[0] == "| gohsp with | 90%: accuracy (seeds) | vs default | before / after hard prune |"
+    assert high[2] == "| x=1 | 89.00 | +1.00 | 50.00 / 50.00 |"
+    main = tables.ablation_table(results)
+    assert main[0].startswith("| gohsp with | 60%: accuracy (seeds) |") and "80%" in main[0] and "90%" not in main[0]
+    assert main[2] == "| x=1 | - | - | - | 88.00 | -2.00 | 50.00 / 50.00 |"
