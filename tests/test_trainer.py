@@ -412,8 +412,9 @@ def test_one_schedule_across_stages_is_gohsps_default_only():
 
 def test_layer_norms_over_the_kept_channels_are_the_default_of_a_long_budget_only():
     """`hidden_layer_norm` resolves by budget: `masked` for gohsp's gradual stage when the pruning stage and
-    fine-tuning last at least MASKED_LAYER_NORM_MIN_EPOCHS epochs together, the exact dense statistics otherwise."""
-    from gohsp_hf.gohsp_config import MASKED_LAYER_NORM_MIN_EPOCHS
+    fine-tuning last at least MASKED_LAYER_NORM_MIN_EPOCHS epochs together (up to MASKED_LAYER_NORM_MAX_SPARSITY),
+    the exact dense statistics otherwise."""
+    from gohsp_hf.gohsp_config import MASKED_LAYER_NORM_MAX_SPARSITY, MASKED_LAYER_NORM_MIN_EPOCHS
 
     def resolved(**overrides):
         epochs = dict(admm_max_steps=-1, finetune_max_steps=-1, soft_pruning="gradual")
@@ -428,6 +429,8 @@ def test_layer_norms_over_the_kept_channels_are_the_default_of_a_long_budget_onl
     assert resolved(**long, soft_pruning="admm") == "dense_statistics"  # no masks before the hard prune
     assert resolved(**long, soft_pruning="none") == "dense_statistics"
     assert resolved(**long, prune_hidden_size=False) == "dense_statistics"
+    assert resolved(**long, target_sparsity=MASKED_LAYER_NORM_MAX_SPARSITY) == "masked"
+    assert resolved(**long, target_sparsity=0.9) == "dense_statistics"  # a higher target keeps the dense statistics
     assert resolved(**long, method="gohsp_paper") == "dense_statistics"  # its stage is ADMM
     assert resolved(**long, hidden_layer_norm="dense_statistics") == "dense_statistics"  # a user's choice stays
     assert resolved(hidden_layer_norm="rescaled") == "rescaled"
