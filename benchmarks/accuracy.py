@@ -444,10 +444,9 @@ class Benchmark:
                 trainer.add_callback(WeightAveraging(trainer, ema_decay))
             trainer.train()
             r = trainer.results
-        kd = "+kd" if overrides.get("distillation_alpha") else ""
-        column = kd + ("+ema" if ema_decay else "")
-        return {"method": method + column, "sparsity": sparsity, "seed": seed, "accuracy": r["pruned"]["accuracy"],
-                "params": r["pruned"]["params"], "flops": r["pruned"]["flops"], "macs": r["pruned"]["macs"],
+        return {"method": method + _column(overrides, ema_decay), "sparsity": sparsity, "seed": seed,
+                "accuracy": r["pruned"]["accuracy"], "params": r["pruned"]["params"], "flops": r["pruned"]["flops"],
+                "macs": r["pruned"]["macs"],
                 "achieved_sparsity": r["achieved_sparsity"], "dense_accuracy": r["dense"]["accuracy"],
                 "accuracy_before_hard_prune": r["before_hard_prune"]["accuracy"],
                 "accuracy_after_hard_prune": r["after_hard_prune"]["accuracy"], "structure": r["structure"],
@@ -474,8 +473,8 @@ class Benchmark:
         after = evaluate(model, self.test)
         kd = bool(overrides.get("distillation_alpha"))
         result = self.finetune(model, seed, teacher=self.dense_model() if kd else None, ema_decay=ema_decay)
-        column = ("+kd" if kd else "") + ("+ema" if ema_decay else "")
-        return {"method": "torch_pruning" + column, "sparsity": sparsity, "seed": seed, **result,
+        return {"method": "torch_pruning" + _column(overrides, ema_decay), "sparsity": sparsity, "seed": seed,
+                **result,
                 "tp_pruning_ratio": ratio, "achieved_sparsity": 1 - result["params"] / count_parameters(dense),
                 "accuracy_before_hard_prune": evaluate(dense, self.test), "accuracy_after_hard_prune": after,
                 "structure": tp_structure(model), "hidden_size": model.vit.layers[0].attention.q_proj.in_features,
@@ -580,6 +579,11 @@ def _pct(sparsity: float) -> int:
 
 def _kd() -> dict:
     return {"alpha": KD["distillation_alpha"], "temperature": KD["distillation_temperature"]}
+
+
+def _column(overrides: dict, ema_decay: float | None) -> str:
+    """The recipe columns a run's method name carries: `+kd` (distillation), then `+ema` (weight averaging)."""
+    return ("+kd" if overrides.get("distillation_alpha") else "") + ("+ema" if ema_decay else "")
 
 
 def _bind(fn, *args, **kwargs):
