@@ -18,16 +18,17 @@ Passes (each a `Settings`):
   the ablations that decide the structure and the pruning stage.
 - `mid`: the main shape with 6 extra epochs (2 in the pruning stage), gohsp with either layer norm and
   Torch-Pruning at 60/80%, 4 seeds: where the choice of layer norm flips between the two budgets; MLP floors
-  (`min_mlp_width`); and gohsp's allocation reached as Torch-Pruning reaches its own (at once, plain layer norms),
-  seed 0.
+  (`min_mlp_width`) and narrower residual widths (`hidden=0.5`, `hidden=0.6`); and gohsp's allocation reached as
+  Torch-Pruning reaches its own (at once, plain layer norms), seed 0.
 - `mid45`: the main shape with 4.5 extra epochs (1.5 in the pruning stage), gohsp with either layer norm and
   Torch-Pruning at 80%, 2 seeds: half-way between the budgets where each layer norm won.
-- `high`, `high-mid`: the main and mid passes at 90% removed, gohsp and Torch-Pruning, 4 and 2 seeds (and on
+- `high`, `high-mid`: the main and mid passes at 90% removed, gohsp and Torch-Pruning, 4 seeds each (and on
   `high-mid` gohsp with `masked` layer norms, its default up to 80%): beyond the goals' budgets.
 - `mlp4`: a second shape, ViT 96x6, 4 heads, MLP 384 (MLP ratio 4), 3 extra epochs, gohsp and Torch-Pruning at
   60/80%, 4 seeds, and the ablations that decide the pruning stage (pruning at once, a shorter stage).
+- `mlp4-high`: the second shape at 90% removed (3 extra epochs), gohsp and Torch-Pruning, 4 seeds.
 - `mlp4-mid`: the second shape with the mid pass's 6 extra epochs, gohsp with either layer norm and Torch-Pruning at
-  60/80%, 4 seeds, and an MLP floor.
+  60/80%, 4 seeds, an MLP floor and narrower residual widths.
 
 1. Each shape's dense ViT is trained from scratch on the full training set until its test accuracy stops moving
    (the learning curve is in its result file) and cached in `benchmarks/.cache/` (a fresh clone retrains it).
@@ -125,6 +126,7 @@ ABLATIONS = {
     "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),
     "hidden=0.5": dict(prune_hidden_size=True, hidden_sparsity=0.5),
     "hidden=0.6": dict(prune_hidden_size=True, hidden_sparsity=0.6),  # at 80% on the main shape: Torch-Pruning's 56
+    "hidden=0.7": dict(prune_hidden_size=True, hidden_sparsity=0.7),  # 40 of 128 channels, as at 90% by default
     "layer_norm=dense_statistics": dict(hidden_layer_norm="dense_statistics"),  # the default below 6 epochs
     "layer_norm=plain": dict(hidden_layer_norm="plain"),
     # Torch-Pruning's way to the structure (at once, plain layer norms) with gohsp's allocation
@@ -152,8 +154,9 @@ SEEDED_ABLATIONS = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "bl
                     "min_mlp_width=64")  # fmt: skip
 # The ablations the 6-epoch passes run with every seed (the mid pass adds one at seed 0).
 MID_ABLATIONS = ("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=32", "min_mlp_width=64",
-                 "min_mlp_width=112")  # fmt: skip
-MLP4_MID_ABLATIONS = ("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=96")
+                 "min_mlp_width=112", "hidden=0.5", "hidden=0.6")  # fmt: skip
+MLP4_MID_ABLATIONS = ("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=96", "hidden=0.5",
+                      "hidden=0.6")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,8 @@ class Settings:
 
 
 PASSES = {
-    "main": Settings(weight_averaging=True, ablation_seeds=SEEDED_ABLATIONS + ("hidden=0.5+min_mlp_width=64",)),
+    "main": Settings(weight_averaging=True,
+                     ablation_seeds=SEEDED_ABLATIONS + ("hidden=0.5+min_mlp_width=64", "hidden=0.6", "hidden=0.7")),
     "long": Settings(name="long", admm_epochs=3, finetune_epochs=7, methods=("gohsp", "torch_pruning"),
                      seeds=(0, 1, 2), sparsities=(0.8,),
                      ablations=("block_floor=0.15", "block_floor=0.18", "soft_pruning=none", "pruning_epochs=1",
@@ -227,11 +231,15 @@ PASSES = {
     "high": Settings(name="high", methods=("gohsp", "torch_pruning"), sparsities=(0.9,), seeds=(0, 1, 2, 3),
                      distillation=False, ablations=()),
     "high-mid": Settings(name="high-mid", admm_epochs=2, finetune_epochs=4, methods=("gohsp", "torch_pruning"),
-                         sparsities=(0.9,), distillation=False, ablations=("layer_norm=masked",),
+                         sparsities=(0.9,), seeds=(0, 1, 2, 3), distillation=False, ablations=("layer_norm=masked",),
                          ablation_seeds=("layer_norm=masked",)),
     # A second shape (MLP ratio 4); its dense model trains 10 epochs, not 30, to fit one sitting on 2 cores.
     "mlp4": Settings(name="mlp4", hidden_size=96, intermediate_size=384, dense_epochs=10, methods=("gohsp", "torch_pruning"),
                      sparsities=(0.6, 0.8), seeds=(0, 1, 2, 3), distillation=False, ablations=SEEDED_ABLATIONS),
+    # The second shape at 90% removed (3 extra epochs): does gohsp's lead at the tightest budget hold on it?
+    "mlp4-high": Settings(name="mlp4-high", hidden_size=96, intermediate_size=384, dense_epochs=10,
+                          methods=("gohsp", "torch_pruning"), sparsities=(0.9,), seeds=(0, 1, 2, 3), distillation=False,
+                          ablations=()),
     # The second shape with the mid pass's 6 extra epochs: does the layer norms' default hold on another shape?
     "mlp4-mid": Settings(name="mlp4-mid", hidden_size=96, intermediate_size=384, dense_epochs=10, admm_epochs=2,
                          finetune_epochs=4, methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8),

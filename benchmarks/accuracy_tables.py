@@ -17,7 +17,7 @@ METHOD_ORDER = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning
                 "gohsp+ema", "torch_pruning+ema")  # fmt: skip
 # run-name prefix -> pass, longer prefixes first (a run belongs to the first prefix it starts with)
 PASSES = {"": "main", "mid45-": "mid45", "mid-": "mid", "long-": "long", "high-mid-": "high-mid", "high-": "high",
-          "mlp4-mid-": "mlp4-mid", "mlp4-": "mlp4"}  # fmt: skip
+          "mlp4-mid-": "mlp4-mid", "mlp4-high-": "mlp4-high", "mlp4-": "mlp4"}  # fmt: skip
 
 
 def load(folder: Path) -> dict[str, dict]:
