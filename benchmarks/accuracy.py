@@ -126,7 +126,7 @@ ABLATIONS = {
     "hidden=0.25": dict(prune_hidden_size=True, hidden_sparsity=0.25),
     "hidden=0.5": dict(prune_hidden_size=True, hidden_sparsity=0.5),
     "hidden=0.6": dict(prune_hidden_size=True, hidden_sparsity=0.6),  # at 80% on the main shape: Torch-Pruning's 56
-    "hidden=0.7": dict(prune_hidden_size=True, hidden_sparsity=0.7),  # 40 of 128 channels, as at 90% by default
+    "hidden=0.7": dict(prune_hidden_size=True, hidden_sparsity=0.7),  # 40 of 128: Torch-Pruning's width at 90%
     "layer_norm=dense_statistics": dict(hidden_layer_norm="dense_statistics"),  # the default below 6 epochs
     "layer_norm=plain": dict(hidden_layer_norm="plain"),
     # Torch-Pruning's way to the structure (at once, plain layer norms) with gohsp's allocation
