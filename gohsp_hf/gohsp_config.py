@@ -19,7 +19,7 @@ from .methods import HEAD_RANKINGS, PRUNING_METHODS, SOFT_PRUNING
 # extra epochs, +0.37 with 6, +0.17 with 10.
 MASKED_LAYER_NORM_MIN_EPOCHS = 6.0
 # ... and only up to this target: at 90% removed (48 of 128 channels kept) the dense statistics won with 6 extra
-# epochs (+0.34 points, two seeds), the kept channels' statistics shrinking the normalised values more.
+# epochs on all four seeds (benchmarks/README.md, "High-mid pass").
 MASKED_LAYER_NORM_MAX_SPARSITY = 0.8
 
 
