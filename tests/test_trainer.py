@@ -9,7 +9,13 @@ import torch
 from conftest import make_model
 from helpers import DigitsDataset, accuracy, run_python
 from huggingface_hub import ModelCard
-from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, ViTForImageClassification
+from transformers import (
+    AutoModelForImageClassification,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    ViTForImageClassification,
+)
 
 from gohsp_hf import GOHSPConfig, GOHSPTrainer, GOHSPViTForImageClassification
 from gohsp_hf.hub import checkpoint_patterns, hub_files
@@ -369,6 +375,31 @@ def test_gohsp_without_soft_pruning_fine_tunes_for_both_stages(dense_dir, tmp_pa
     assert list(trainer.results["log_history"]) == ["finetune"]
     assert trainer.results["log_history"]["finetune"][-1]["step"] == 30
     assert abs(trainer.results["achieved_sparsity"] - 0.5) < 0.005
+
+
+def test_callbacks_get_the_model_they_train_or_evaluate(dense_dir, tmp_path):
+    class Seen(TrainerCallback):
+        def __init__(self):
+            self.models = {}
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            self.models.setdefault(trainer.stage, set()).add(id(model))
+
+        def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
+            self.models[next(iter(metrics)).split("_eval_")[0]] = {id(model)}
+
+    seen = Seen()
+    dense = ViTForImageClassification.from_pretrained(dense_dir)
+    args = gohsp_args(
+        tmp_path / "out", soft_pruning="gradual", admm_max_steps=4, admm_update_steps=2, finetune_max_steps=3
+    )
+    trainer = GOHSPTrainer(model=dense, args=args, train_dataset=TRAIN, eval_dataset=EVAL, compute_metrics=accuracy,
+                           callbacks=[seen])  # fmt: skip
+    trainer.train()
+    assert trainer.model is not dense
+    dense_stages, pruned_stages = ("dense", "admm", "before_hard_prune"), ("hard_prune", "finetune", "pruned")
+    expected = {stage: {id(dense)} for stage in dense_stages} | {stage: {id(trainer.model)} for stage in pruned_stages}
+    assert seen.models == expected
 
 
 def test_methods_that_cannot_prune_the_residual_width_say_so(tmp_path):
