@@ -205,7 +205,7 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
             base = Path(self.args.output_dir) / "finetune" / LORA_BASE
             model = lora_for_finetune(model, self.args, base, self.is_world_process_zero())
         self.model = self.model_wrapped = model.to(self.args.device)
-        self.callback_handler.model = self.model  # what callbacks get as `model` (Trainer sets it once, in __init__)
+        self.callback_handler.model = self.model  # what callbacks get; Trainer refreshes it only when train() starts
         self.optimizer, self.lr_scheduler = None, None  # a new optimizer for the new parameters
 
     def _finish(self) -> None:
