@@ -465,7 +465,10 @@ class Benchmark:
                 "head_scores": r.get("head_scores"),
                 "admm_final": r.get("admm_final"), "admm_schedule": r.get("admm_schedule"),
                 "gradual_schedule": r.get("gradual_schedule"),
-                "stage_seconds": r["stage_seconds"], "overrides": overrides, "ema_decay": ema_decay}  # fmt: skip
+                "stage_seconds": r["stage_seconds"], "overrides": overrides, "ema_decay": ema_decay,
+                # the layer norms the run used, whose default depends on the budget (older files lack the field:
+                # the folder they are in says which default they ran under)
+                "hidden_layer_norm": trainer.args.hidden_layer_norm if trainer.args.prune_hidden_size else None}  # fmt: skip
 
     def torch_pruning(self, sparsity: float, seed: int, ema_decay: float | None = None, **overrides) -> dict:
         """Torch-Pruning's ViT recipe (Taylor importance, uniform per-layer ratio, head dims pruned), with the

@@ -72,6 +72,7 @@ def test_accuracy_benchmark_runs_skips_and_reports(tmp_path):
         assert r["shape"] == "128x6-mlp256" and r["extra_epochs"] == 2
     assert results["control"]["params"] == dense["params"]
     assert results["gohsp-s60-seed0"]["head_scores"] is not None
+    assert results["gohsp-s60-seed0"]["hidden_layer_norm"] == "dense_statistics"  # the default of 2 extra epochs
     assert results["ablation-importance=norm-s60-seed0"]["overrides"] == {"importance": "norm"}
     assert "ablation-importance=norm-s60-seed0: accuracy" in out
 
