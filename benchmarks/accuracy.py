@@ -22,8 +22,9 @@ Passes (each a `Settings`):
   Torch-Pruning reaches its own (at once, plain layer norms), seed 0.
 - `mid45`: the main shape with 4.5 extra epochs (1.5 in the pruning stage), gohsp with either layer norm and
   Torch-Pruning at 80%, 2 seeds: half-way between the budgets where each layer norm won.
-- `high`, `high-mid`: the main and mid passes at 90% removed, gohsp and Torch-Pruning, 4 seeds each (and on
-  `high-mid` gohsp with `masked` layer norms, its default up to 80%): beyond the goals' budgets.
+- `high`, `high-mid`: the main and mid passes at 90% removed (`high-mid` at 85% too), gohsp and Torch-Pruning,
+  4 seeds each (and on `high-mid` gohsp with either layer norm; `masked` is the default up to 85%): beyond the
+  goals' budgets.
 - `mlp4`: a second shape, ViT 96x6, 4 heads, MLP 384 (MLP ratio 4), 3 extra epochs, gohsp and Torch-Pruning at
   60/80%, 4 seeds, and the ablations that decide the pruning stage (pruning at once, a shorter stage).
 - `mlp4-high`: the second shape at 90% removed (3 extra epochs), gohsp and Torch-Pruning, 4 seeds.
@@ -230,8 +231,7 @@ PASSES = {
     # Beyond the goals' budgets: 90% removed, where the structure has the least room (main shape, 3 and 6 extra epochs).
     "high": Settings(name="high", methods=("gohsp", "torch_pruning"), sparsities=(0.9,), seeds=(0, 1, 2, 3),
                      distillation=False, ablations=()),
-    # 85% (added later): between 80%, where `masked` layer norms won, and 90%, where they lost. They were ahead at 85%
-    # too, so MASKED_LAYER_NORM_MAX_SPARSITY moved there: `masked` is the default at 85%, the dense statistics at 90%.
+    # 85%: between 80%, where `masked` layer norms won, and 90%, where they lost (MASKED_LAYER_NORM_MAX_SPARSITY).
     "high-mid": Settings(name="high-mid", admm_epochs=2, finetune_epochs=4, methods=("gohsp", "torch_pruning"),
                          sparsities=(0.85, 0.9), seeds=(0, 1, 2, 3), distillation=False,
                          ablations=("layer_norm=masked", "layer_norm=dense_statistics"),
