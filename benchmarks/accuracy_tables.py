@@ -17,7 +17,8 @@ METHOD_ORDER = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning
                 "gohsp+ema", "torch_pruning+ema")  # fmt: skip
 # run-name prefix -> pass, longer prefixes first (a run belongs to the first prefix it starts with)
 PASSES = {"": "main", "mid45-": "mid45", "mid-": "mid", "long-": "long", "high-mid-": "high-mid", "high-": "high",
-          "mlp4-mid-": "mlp4-mid", "mlp4-high-": "mlp4-high", "mlp4-": "mlp4"}  # fmt: skip
+          "mlp4-mid-": "mlp4-mid", "mlp4-high-": "mlp4-high", "mlp4-": "mlp4", "small-long-": "small-long",
+          "small-": "small"}  # fmt: skip
 
 
 def load(folder: Path) -> dict[str, dict]:
@@ -201,7 +202,8 @@ def main() -> None:
     results = load(folder)
     if not results:
         raise SystemExit(f"No results in {folder}: run benchmarks/accuracy.py first.")
-    sections = [("Dense references", dense_curve(results) + [""] + dense_curve(results, "mlp4-dense")),
+    curves = [dense_curve(results, name) for name in ("dense", "mlp4-dense", "small-dense")]
+    sections = [("Dense references", [line for curve in curves if curve for line in [*curve, ""]][:-1]),
                 ("Dense controls", references(results))]  # fmt: skip
     sections += [(f"Accuracy at equal size: {name}", table(results, name)) for name in PASSES.values()]
     sections += [("Goals", goals(results))]
