@@ -31,9 +31,9 @@ Passes (each a `Settings`):
 - `mlp4-mid`: the second shape with the mid pass's 6 extra epochs, gohsp with either layer norm and Torch-Pruning at
   60/80%, 4 seeds, an MLP floor and narrower residual widths.
 - `small`: a third, smaller shape, ViT 64x6, 4 heads, MLP 256 (`shape` "64x6-mlp256"; its dense model trains 10
-  epochs), 3 extra epochs, gohsp and Torch-Pruning at 60/80%, 4 seeds, and ablations at 60%: 60-80% removed leaves
-  it 60-120 thousand parameters, about what 85-90% leaves the main shape. `small-long`: that shape at 80% with the
-  long pass's 10 extra epochs (3 + 7), 3 seeds.
+  epochs), 3 extra epochs, gohsp and Torch-Pruning at 60/80%, 4 seeds, distillation for both, and ablations: 60-80%
+  removed leaves it 60-120 thousand parameters, about what 85-90% leaves the main shape. `small-long`: that shape at
+  80% with the long pass's 10 extra epochs (3 + 7), 3 seeds.
 
 1. Each shape's dense ViT is trained from scratch on the full training set until its test accuracy stops moving
    (the learning curve is in its result file) and cached in `benchmarks/.cache/` (a fresh clone retrains it).
@@ -262,7 +262,7 @@ PASSES = {
     # at 80%, the long pass's 10.
     "small": Settings(name="small", hidden_size=64, intermediate_size=256, dense_epochs=10,
                       methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8), seeds=(0, 1, 2, 3),
-                      distillation=False, ablations=SMALL_ABLATIONS, ablation_seeds=SMALL_ABLATIONS),
+                      ablations=SMALL_ABLATIONS, ablation_seeds=SMALL_ABLATIONS),
     "small-long": Settings(name="small-long", hidden_size=64, intermediate_size=256, dense_epochs=10, admm_epochs=3,
                            finetune_epochs=7, methods=("gohsp", "torch_pruning"), sparsities=(0.8,), seeds=(0, 1, 2),
                            distillation=False, ablations=()),
