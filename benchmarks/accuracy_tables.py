@@ -184,10 +184,8 @@ def ablation_table(results: dict[str, dict], prefix: str = "") -> list[str]:
     return lines if len(lines) > 2 else []
 
 
-def dense_curve(results: dict[str, dict], name: str = "dense") -> list[str]:
-    if name not in results:
-        return []
-    r = results[name]
+def dense_curve(r: dict) -> list[str]:
+    """The learning curve of a dense result, at five epochs."""
     curve = r["learning_curve"]
     marks = sorted({0, len(curve) // 4, len(curve) // 2, round(0.8 * len(curve)) - 1, len(curve) - 1})
     lines = [f"| {shape(r)}, epoch | " + " | ".join(f"{curve[i]['epoch']:g}" for i in marks) + " |",
@@ -202,8 +200,8 @@ def main() -> None:
     results = load(folder)
     if not results:
         raise SystemExit(f"No results in {folder}: run benchmarks/accuracy.py first.")
-    curves = [dense_curve(results, name) for name in ("dense", "mlp4-dense", "small-dense")]
-    sections = [("Dense references", [line for curve in curves if curve for line in [*curve, ""]][:-1]),
+    curves = [dense_curve(r) for r in results.values() if r["method"] == "dense"]
+    sections = [("Dense references", [line for curve in curves for line in [*curve, ""]][:-1]),
                 ("Dense controls", references(results))]  # fmt: skip
     sections += [(f"Accuracy at equal size: {name}", table(results, name)) for name in PASSES.values()]
     sections += [("Goals", goals(results))]
