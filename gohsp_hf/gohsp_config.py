@@ -16,7 +16,7 @@ from .methods import HEAD_RANKINGS, PRUNING_METHODS, SOFT_PRUNING
 # `hidden_layer_norm`'s default for `gohsp` (docs/method.md, "Why these defaults"): plain statistics from the
 # gradual stage on (`masked`) once the pruning stage and fine-tuning together last at least this many epochs,
 # the dense statistics below. Measured at 80% on Fashion-MNIST against the dense statistics: -0.29 points with 3
-# extra epochs, +0.37 with 6, +0.17 with 10.
+# extra epochs, -0.05 with 4.5, +0.09 with 6 (four seeds), +0.17 with 10.
 MASKED_LAYER_NORM_MIN_EPOCHS = 6.0
 # ... and only up to this target: at 90% removed (48 of 128 channels kept) the dense statistics won with 6 extra
 # epochs on all four seeds; at 85% (56 kept) `masked` was ahead on three of four (benchmarks/README.md, "High-mid
