@@ -31,9 +31,9 @@ Passes (each a `Settings`):
 - `mlp4-mid`: the second shape with the mid pass's 6 extra epochs, gohsp with either layer norm and Torch-Pruning at
   60/80%, 4 seeds, an MLP floor and narrower residual widths.
 - `small`: a third, smaller shape, ViT 64x6, 4 heads, MLP 256 (`shape` "64x6-mlp256"; its dense model trains 10
-  epochs), 3 extra epochs, gohsp and Torch-Pruning at 60/80%, 4 seeds, distillation for both, and ablations: 60-80%
-  removed leaves it 60-120 thousand parameters, about what 85-90% leaves the main shape. `small-long`: that shape at
-  80% with the long pass's 10 extra epochs (3 + 7), 3 seeds.
+  epochs), 3 extra epochs, gohsp and Torch-Pruning at 60/80%, 4 seeds, distillation for both (4 seeds), and
+  ablations: 60-80% removed leaves it 60-120 thousand parameters, about what 85-90% leaves the main shape.
+  `small-long`: that shape at 80% with the long pass's 10 extra epochs (3 + 7), 3 seeds.
 
 1. Each shape's dense ViT is trained from scratch on the full training set until its test accuracy stops moving
    (the learning curve is in its result file) and cached in `benchmarks/.cache/` (a fresh clone retrains it).
@@ -194,6 +194,7 @@ class Settings:
     seeds: tuple = (0, 1)
     more_seeds: tuple = ("gohsp", "torch_pruning")  # the methods that get every seed at 60/80%
     distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
+    distillation_seeds: tuple = (0,)  # the seeds of the distillation column
     weight_averaging: bool = False  # gohsp+ema and torch_pruning+ema at 60/80%, every seed
     ablations: tuple | None = None  # names of ABLATIONS to run at 60/80% (None: all of them)
     ablation_seeds: tuple = SEEDED_ABLATIONS  # the ablations run with every seed (the others: seed 0)
@@ -263,7 +264,7 @@ PASSES = {
     # at 80%, the long pass's 10.
     "small": Settings(name="small", hidden_size=64, intermediate_size=256, dense_epochs=10,
                       methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8), seeds=(0, 1, 2, 3),
-                      ablations=SMALL_ABLATIONS, ablation_seeds=SMALL_ABLATIONS),
+                      distillation_seeds=(0, 1, 2, 3), ablations=SMALL_ABLATIONS, ablation_seeds=SMALL_ABLATIONS),
     "small-long": Settings(name="small-long", hidden_size=64, intermediate_size=256, dense_epochs=10, admm_epochs=3,
                            finetune_epochs=7, methods=("gohsp", "torch_pruning"), sparsities=(0.8,), seeds=(0, 1, 2),
                            distillation=False, ablations=()),
@@ -527,8 +528,8 @@ class Benchmark:
                 runs += [(f"{p}{m}-s{_pct(sparsity)}-seed{seed}", _bind(self.prune, m, sparsity, seed))
                          for m in s.more_seeds if m in s.methods]  # fmt: skip
             if s.distillation:
-                runs += [(f"{p}{m}+kd-s{_pct(sparsity)}-seed0", _bind(self.prune, m, sparsity, 0, **KD))
-                         for m in ("gohsp", "torch_pruning")]  # fmt: skip
+                runs += [(f"{p}{m}+kd-s{_pct(sparsity)}-seed{seed}", _bind(self.prune, m, sparsity, seed, **KD))
+                         for seed in s.distillation_seeds for m in ("gohsp", "torch_pruning")]  # fmt: skip
         if s.weight_averaging:
             runs += [(f"{p}{m}+ema-s{_pct(sparsity)}-seed{seed}", _bind(self.prune, m, sparsity, seed, ema_decay=EMA_DECAY))
                      for seed in s.seeds for sparsity in first for m in ("gohsp", "torch_pruning")]  # fmt: skip
