@@ -139,21 +139,25 @@ def goals(results: dict[str, dict]) -> list[str]:
 
 def paired(found: dict[tuple, list[dict]]) -> list[str]:
     """GOHSP minus Torch-Pruning over the runs of the same pass, sparsity and seed, pooled per shape and sparsity:
-    the mean of those differences and its standard error, which says how much of a lead the seeds can resolve."""
+    the mean of those differences and its standard error, which says how much of a lead the seeds can resolve.
+    A recipe column (`+kd`, `+ema`) is paired with the same column of the other tool, on lines of its own."""
     pairs = defaultdict(list)
     for (pass_name, method, sparsity), runs in found.items():
-        tp = {r["seed"]: r for r in found.get((pass_name, "torch_pruning", sparsity), [])}
-        if method == "gohsp":  # the goals' 60/80% and any other budget with pairs (90%)
-            pairs[(runs[0]["shape"], sparsity)] += [100 * (r["accuracy"] - tp[r["seed"]]["accuracy"])
-                                                    for r in runs if r["seed"] in tp]  # fmt: skip
+        column = method.removeprefix("gohsp")
+        if method == column or column[:1] not in ("", "+"):  # not gohsp (gohsp_paper is another method)
+            continue
+        tp = {r["seed"]: r for r in found.get((pass_name, "torch_pruning" + column, sparsity), [])}
+        # the goals' 60/80% and any other budget with pairs (90%)
+        pairs[(column, runs[0]["shape"], sparsity)] += [100 * (r["accuracy"] - tp[r["seed"]]["accuracy"])
+                                                        for r in runs if r["seed"] in tp]  # fmt: skip
     lines = []
-    for (shape_name, sparsity), diffs in sorted(pairs.items()):
+    for (column, shape_name, sparsity), diffs in sorted(pairs.items()):
         if len(diffs) < 2:
             continue
         error = statistics.stdev(diffs) / len(diffs) ** 0.5
-        lines.append(f"- {shape_name}, {sparsity:.0%}, every pass, paired by seed: GOHSP - Torch-Pruning "
-                     f"{statistics.mean(diffs):+.2f} ± {error:.2f} points (mean ± standard error of {len(diffs)} "
-                     f"pairs).")  # fmt: skip
+        lines.append(f"- {shape_name}, {sparsity:.0%}, every pass, paired by seed: GOHSP{column.upper()} - "
+                     f"Torch-Pruning{column.upper()} {statistics.mean(diffs):+.2f} ± {error:.2f} points (mean ± "
+                     f"standard error of {len(diffs)} pairs).")  # fmt: skip
     return lines
 
 

@@ -169,8 +169,8 @@ def test_passes_of_one_shape_share_its_dense_model_and_tables_tell_passes_apart(
 
 
 def test_goals_pair_gohsp_and_torch_pruning_by_seed_within_a_pass():
-    """The paired margin pools every pass of a shape, compares only runs of the same pass, sparsity and seed,
-    and gives the standard error of the differences."""
+    """The paired margin pools every pass of a shape, compares only runs of the same pass, sparsity and seed (and
+    recipe column: distillation against distillation), and gives the standard error of the differences."""
     tables = import_benchmark("accuracy_tables")
 
     def run(method, seed, accuracy, sparsity=0.8):
@@ -181,14 +181,20 @@ def test_goals_pair_gohsp_and_torch_pruning_by_seed_within_a_pass():
              ("mid", "gohsp", 0.8): [run("gohsp", 0, 0.92)],
              ("mid", "torch_pruning", 0.8): [run("torch_pruning", 0, 0.92)],
              ("high", "gohsp", 0.9): [run("gohsp", 0, 0.88, 0.9), run("gohsp", 1, 0.88, 0.9)],
-             ("high", "torch_pruning", 0.9): [run("torch_pruning", 0, 0.87, 0.9), run("torch_pruning", 1, 0.87, 0.9)]}  # fmt: skip
+             ("high", "torch_pruning", 0.9): [run("torch_pruning", 0, 0.87, 0.9), run("torch_pruning", 1, 0.87, 0.9)],
+             ("main", "gohsp+kd", 0.8): [run("gohsp+kd", 0, 0.93), run("gohsp+kd", 1, 0.93)],
+             ("main", "torch_pruning+kd", 0.8): [run("torch_pruning+kd", 0, 0.90), run("torch_pruning+kd", 1, 0.91)],
+             ("main", "gohsp_paper", 0.8): [run("gohsp_paper", 0, 0.99), run("gohsp_paper", 1, 0.99)]}  # fmt: skip
     # pairs: +1 and +2 (main, seeds 0 and 1; seed 2 has no partner) and 0 (mid): mean +1, stdev 1, error 1/sqrt(3);
-    # a budget beyond the goals' (90%) is paired the same way
+    # a budget beyond the goals' (90%) is paired the same way; distillation against distillation (+3, +2); the
+    # paper's GOHSP is another method, not a column of gohsp
     assert tables.paired(found) == [
         "- s, 80%, every pass, paired by seed: GOHSP - Torch-Pruning +1.00 ± 0.58 points (mean ± standard error "
         "of 3 pairs).",
         "- s, 90%, every pass, paired by seed: GOHSP - Torch-Pruning +1.00 ± 0.00 points (mean ± standard error "
         "of 2 pairs).",
+        "- s, 80%, every pass, paired by seed: GOHSP+KD - Torch-Pruning+KD +2.50 ± 0.50 points (mean ± standard "
+        "error of 2 pairs).",
     ]
 
 
