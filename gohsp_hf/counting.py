@@ -11,9 +11,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def example_pixels(model: nn.Module, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random `pixel_values` of the model's image size, channels, dtype and device."""
+    """Random `pixel_values` of the model's image size, channels, dtype and device.
+
+    Without a `generator` they come from one seeded here, never from torch's global generator: counting or timing a
+    model (`compare_speed` tries batch sizes until one is slow enough, so how many batches it draws depends on the
+    machine's load) must not change what training draws next, such as the initial weights of LoRA adapters.
+    """
     config, parameter = model.config, next(model.parameters())
     size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
+    generator = generator or torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, config.num_channels, *size, generator=generator)
     return x.to(dtype=parameter.dtype, device=parameter.device)
 

@@ -67,6 +67,20 @@ class _SleepsPerImage(torch.nn.Module):
         return pixel_values
 
 
+def test_counting_and_timing_leave_the_global_generator_alone():
+    """How many batches the speed search draws depends on the machine's load; were they drawn from torch's global
+    generator, what training draws next (LoRA adapters' initial weights) would too, and a seeded run would differ
+    from run to run (it did: `test_resume_a_lora_finetune` failed on a busy machine)."""
+    from gohsp_hf.counting import _compute_bound_batch, count_flops, example_pixels
+
+    model, vit = _SleepsPerImage(), make_model("vit")
+    state = torch.random.get_rng_state()
+    assert _compute_bound_batch(model, min_ms=24.0) == 32
+    assert count_flops(vit) > 0
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(example_pixels(model, 2), example_pixels(model, 2))  # the same batch every time
+
+
 def test_the_timed_batch_is_the_smallest_where_the_dense_forward_takes_min_ms():
     from gohsp_hf.counting import _compute_bound_batch
 
