@@ -33,6 +33,7 @@ setup(
         "dev": [
             "torchvision>=0.16",
             "pytest>=8",
+            "pytest-xdist",  # `pytest -n 2`: the README's test command runs the suite on two workers
             "ruff",
             "scikit-learn",
             "tensorboard",

@@ -22,7 +22,9 @@ sys.modules["gohsp_hf"] = None  # `import gohsp_hf` now raises ImportError
 REPO = str(Path(__file__).resolve().parents[1])
 
 # `accelerate launch`, through the running interpreter: a venv's `bin/` need not be on PATH (issue #7).
-ACCELERATE_LAUNCH = (sys.executable, "-m", "accelerate.commands.launch")
+# Each pytest-xdist worker (`pytest -n 2`) rendezvous on a port of its own, so two launches at once never collide.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+ACCELERATE_LAUNCH = (sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(29500 + _WORKER))
 
 
 # Defines `emit(obj)`, which hands a JSON-able result back to the test.

@@ -1,5 +1,5 @@
-"""`accelerate launch` with 2 CPU processes: every rank ends with the same structure and weights, every time
-(with the residual width pruned too, every other run)."""
+"""`accelerate launch` with 2 CPU processes: every rank ends with the same structure and weights, with and without
+the residual width pruned, and the launch exits cleanly (so do the six launches of `test_resume.py`)."""
 
 import json
 import os
@@ -12,13 +12,13 @@ from helpers import ACCELERATE_LAUNCH
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("repeat", range(5))
-def test_two_processes_agree_and_exit_cleanly(repeat, tmp_path):
+@pytest.mark.parametrize("hidden", [False, True])
+def test_two_processes_agree_and_exit_cleanly(hidden, tmp_path):
     command = [
         *ACCELERATE_LAUNCH,
         "--config_file", str(REPO / "examples" / "accelerate_configs" / "cpu_2proc.yaml"),
         str(REPO / "tests" / "scripts" / "gohsp_run.py"), str(tmp_path), "--admm_steps", "12", "--save_steps", "100",
-        *(["--hidden"] if repeat % 2 else []),
+        *(["--hidden"] if hidden else []),
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)

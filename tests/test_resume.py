@@ -76,25 +76,32 @@ def test_resume_gradual_masks(method, tmp_path):
     assert ranks(interrupted)[0]["weights_sha256"] == ranks(full)[0]["weights_sha256"]
 
 
+ACCELERATE_2PROC = (
+    *ACCELERATE_LAUNCH,
+    "--config_file",
+    str(REPO / "examples" / "accelerate_configs" / "cpu_2proc.yaml"),
+)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_two_processes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full2")
+    run_script(out, "--hidden", launcher=ACCELERATE_2PROC)  # the residual width pruned too
+    return ranks(out, 2)
+
+
 @pytest.mark.parametrize("interrupt", ["admm:14", "finetune:9"])
-def test_resume_under_two_processes(interrupt, tmp_path):
-    accelerate = (*ACCELERATE_LAUNCH, "--config_file",
-                  str(REPO / "examples" / "accelerate_configs" / "cpu_2proc.yaml"))  # fmt: skip
-    full = tmp_path / "full"
-    full.mkdir()
-    run_script(full, "--hidden", launcher=accelerate)  # the residual width pruned too
-    interrupted = tmp_path / "interrupted"
-    interrupted.mkdir()
-    run_script(interrupted, "--hidden", "--interrupt", interrupt, launcher=accelerate)
-    run_script(interrupted, "--hidden", "--resume", launcher=accelerate)
-    both = ranks(full, 2) + ranks(interrupted, 2)
+def test_resume_under_two_processes(interrupt, uninterrupted_two_processes, tmp_path):
+    run_script(tmp_path, "--hidden", "--interrupt", interrupt, launcher=ACCELERATE_2PROC)
+    run_script(tmp_path, "--hidden", "--resume", launcher=ACCELERATE_2PROC)
+    both = uninterrupted_two_processes + ranks(tmp_path, 2)
     assert all(r["world_size"] == 2 and r["status"] == "finished" for r in both)
     assert len({r["weights_sha256"] for r in both}) == 1
     assert all(r["structure"] == both[0]["structure"] for r in both) and "hidden" in both[0]["structure"]
 
 
 def test_sigkill_in_the_admm_stage_then_resume(tmp_path):
-    process = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path), "--admm_steps", "400", "--save_steps", "20"],
+    process = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path), "--admm_steps", "100", "--save_steps", "10"],
                                env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     states = tmp_path / "run" / "admm"
     deadline = time.time() + 120
@@ -104,7 +111,7 @@ def test_sigkill_in_the_admm_stage_then_resume(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "run" / "config.json").exists()  # the final model folder is absent, not half-written
-    run_script(tmp_path, "--admm_steps", "400", "--save_steps", "20", "--resume")
+    run_script(tmp_path, "--admm_steps", "100", "--save_steps", "10", "--resume")
     assert ranks(tmp_path)[0]["status"] == "finished"
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "run")
     assert model.config.gohsp_provenance["method"] == "gohsp"
