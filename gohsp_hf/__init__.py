@@ -9,7 +9,7 @@ import logging
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .admm import ADMMState
-from .budget import BudgetSolver
+from .budget import BudgetSolver, UnreachableSparsityError
 from .configuration_gohsp_vit import GOHSPViTConfig
 from .counting import count_flops, count_parameters, model_cost
 from .export import export_pruned_model, pruned_config, save_pruned_model
@@ -56,6 +56,7 @@ __all__ = [
     "ModelDims",
     "PrunedStructure",
     "SUPPORTED_MODELS",
+    "UnreachableSparsityError",
     "apply_masks",
     "count_flops",
     "count_parameters",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .budget import BudgetSolver
+from .budget import BudgetSolver, UnreachableSparsityError
 from .groups import BLOCK_KINDS, KINDS, dense_size
 from .importance import GroupImportance
 from .structure import LayerStructure, PrunedStructure
@@ -134,7 +134,7 @@ class Allocation:
             candidates = sorted(self.candidates(rooms), key=lambda c: c.value)
             if not candidates:
                 limit = self.floor_name if self.block_floor > 0 else "the minimum sizes"
-                raise ValueError(
+                raise UnreachableSparsityError(
                     f"target_sparsity {self.solver.target:.3f} cannot be reached with {limit}; lower one of them."
                 )
             removed = 0
@@ -171,7 +171,7 @@ class Allocation:
             return self.excess()
 
         if keep_fraction(0.0) > 0:
-            raise ValueError(
+            raise UnreachableSparsityError(
                 f"target_sparsity {self.solver.target:.3f} cannot be reached with the minimum sizes; lower it."
             )
         for only in (("qk", "v", "mlp", "hidden"), ("mlp",)):

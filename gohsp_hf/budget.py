@@ -29,6 +29,10 @@ def dense_sizes(dims: ModelDims) -> list[dict[str, int]]:
     return [{kind: dense_size(dims, kind) for kind in KINDS} for _ in range(dims.num_layers)]
 
 
+class UnreachableSparsityError(ValueError):
+    """`target_sparsity` cannot be reached with the minimum sizes, floors or head counts asked for."""
+
+
 class BudgetSolver:
     """Chooses the kept groups of every block so that the model loses `target_sparsity` of its parameters.
 
@@ -122,12 +126,13 @@ class BudgetSolver:
         return [{"head": h, "qk": g, "v": g, "mlp": self.min_mlp} for h in head_counts]
 
     def check_feasible(self, head_counts: list[int] | None = None) -> None:
-        """Raise a `ValueError` when the target cannot be met with these head counts (default: one per block)."""
+        """Raise an `UnreachableSparsityError` (a `ValueError`) when the target cannot be met with these head counts
+        (default: one per block)."""
         heads = head_counts or [1] * self.dims.num_layers
         smallest = self.fixed + self.parameters_kept(self.minimum_sizes(heads), self.min_hidden)
         if smallest > self.total * (1 - self.target):
             reachable = 1 - smallest / self.total
-            raise ValueError(
+            raise UnreachableSparsityError(
                 f"target_sparsity {self.target:.3f} cannot be reached: keeping {heads} heads per block and the minimum "
                 f"sizes (q/k and v size {self.minimum_sizes(heads)[0]['qk']}, MLP width {self.min_mlp}) removes "
                 f"at most {reachable:.3f} of the parameters. Lower target_sparsity, head_sparsity or min_mlp_width."

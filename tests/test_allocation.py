@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_model
 
-from gohsp_hf import BudgetSolver, apply_masks, count_parameters, export_pruned_model
+from gohsp_hf import BudgetSolver, UnreachableSparsityError, apply_masks, count_parameters, export_pruned_model
 from gohsp_hf.allocation import Allocation
 from gohsp_hf.groups import Layout
 from gohsp_hf.importance import GroupImportance, norm_importance
@@ -92,7 +92,7 @@ def test_fixed_heads_and_block_floor():
         kept = {"head": size["heads"], "qk": size["qk_dim"], "v": size["v_dim"], "mlp": size["mlp"]}
         assert layout.kept_parameters([kept]) >= 0.3 * layout.kept_parameters([dense])
     assert abs(solver.sparsity(floored) - 0.5) < 0.005
-    with pytest.raises(ValueError, match="cannot be reached with block_floor 0.6; lower one of them"):
+    with pytest.raises(UnreachableSparsityError, match="cannot be reached with block_floor 0.6; lower one of them"):
         Allocation(solver, importance, head_mask=mask, block_floor=0.6).run()
 
 

@@ -168,6 +168,26 @@ def test_passes_of_one_shape_share_its_dense_model_and_tables_tell_passes_apart(
     assert not tables.is_ablation("mlp4-mid-gohsp-s60-seed0")
 
 
+def test_a_run_whose_budget_cannot_be_reached_is_reported_and_the_pass_goes_on(tmp_path, capsys):
+    """A planned ablation that the shape cannot hold (the small shape keeps all its residual channels only up to
+    79% removed) says so and is not written; the runs after it still run."""
+    accuracy = import_benchmark("accuracy")
+    bench = accuracy.Benchmark(accuracy.PASSES["small"], tmp_path, tmp_path, (None, None))
+    written = []
+
+    def unreachable():
+        raise accuracy.UnreachableSparsityError("target_sparsity 0.800 cannot be reached: ...")
+
+    bench.plan = lambda: [("small-ablation-hidden=off-s80-seed0", unreachable), ("small-next", lambda: {"ok": 1})]
+    bench.write = lambda name, result, seconds: written.append(name)
+    bench.run(["*"])
+    assert written == ["small-next"] and not list(tmp_path.glob("*.json"))
+    assert (
+        "small-ablation-hidden=off-s80-seed0: not run: target_sparsity 0.800 cannot be reached"
+        in capsys.readouterr().out
+    )
+
+
 def test_goals_pair_gohsp_and_torch_pruning_by_seed_within_a_pass():
     """The paired margin pools every pass of a shape, compares only runs of the same pass, sparsity and seed (and
     recipe column: distillation against distillation), and gives the standard error of the differences."""

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import make_model
 
-from gohsp_hf import BudgetSolver, count_parameters, export_pruned_model
+from gohsp_hf import BudgetSolver, UnreachableSparsityError, count_parameters, export_pruned_model
 from gohsp_hf.model_utils import ModelDims
 
 
@@ -55,7 +55,7 @@ def test_keeps_the_best_groups_per_parameter():
 
 def test_unreachable_target_is_rejected_before_any_work():
     dims = ModelDims(hidden_size=16, num_layers=2, num_heads=2, head_dim=4, intermediate_size=8)
-    with pytest.raises(ValueError, match="target_sparsity 0.950 cannot be reached"):
+    with pytest.raises(UnreachableSparsityError, match="target_sparsity 0.950 cannot be reached"):
         BudgetSolver(dims, total_parameters=2_000, target_sparsity=0.95).check_feasible()
     with pytest.raises(ValueError, match="Lower target_sparsity, head_sparsity or min_mlp_width"):
         BudgetSolver(dims, total_parameters=2_000, target_sparsity=0.5, min_mlp_width=8).check_feasible([2, 2])
