@@ -1,5 +1,5 @@
 """`accelerate launch` with 2 CPU processes: every rank ends with the same structure and weights, with and without
-the residual width pruned, and the launch exits cleanly (so do the six launches of `test_resume.py`)."""
+the residual width pruned, and the launch exits cleanly (so do the five launches of `test_resume.py`)."""
 
 import json
 import os
