@@ -82,6 +82,13 @@ class ModelArguments:
     dense_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of that dense training (default: --learning_rate)."}
     )
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --distillation_alpha: distil fine-tuning from this image classifier (Hub id or folder; "
+            "same labels and image size) instead of the dense model."
+        },
+    )
 
 
 @dataclass
@@ -495,6 +502,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     if model_args.dense_epochs > 0:
         train_dense(model, args, model_args, dataset, processor, mixing)
+    teacher = None
+    if model_args.teacher_model_name_or_path:
+        name = model_args.teacher_model_name_or_path
+        hub = dict(cache_dir=model_args.cache_dir, token=model_args.token)
+        teacher = _hub_or_local(
+            lambda: AutoModelForImageClassification.from_pretrained(name, **hub), name, "teacher model"
+        )
     trainer = GOHSPTrainer(
         model=model,
         args=args,
@@ -506,6 +520,7 @@ def main(argv: list[str] | None = None) -> dict:
         compute_metrics=compute_metrics,
         dataset_name=data_args.dataset_name or data_args.train_dir,
         train_batch_transform=mixing,
+        teacher_model=teacher,
     )
     trainer.train(resume_from_checkpoint=resume)
     results = trainer.results

@@ -39,7 +39,7 @@ from .lora import lora_for_finetune, merge_lora
 from .losses import distillation_loss
 from .methods import PRUNING_METHODS, stage_folders
 from .model_card import model_card, structure_plot, summary_table
-from .model_utils import model_dims, model_variant
+from .model_utils import load_teacher, model_dims, model_variant, teacher_name
 from .modeling_gohsp_vit import GOHSPViTForImageClassification
 from .structure import PrunedStructure, apply_masks
 
@@ -61,6 +61,11 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         train_batch_transform: `(pixel_values, labels) -> (pixel_values, labels)` applied to every training batch
             of every stage, e.g. MixUp / CutMix (`batch_mixing.BatchMixingMixin`); soft labels flow through the
             loss, the ADMM penalty and distillation.
+        teacher_model: the model fine-tuning distils from when `args.distillation_alpha > 0`, in place of the
+            dense model (the default teacher): a model or a Hub id / folder (loaded with
+            `AutoModelForImageClassification`). Any module that takes `pixel_values` (the student's, so the same
+            size and normalisation) and returns an output with `.logits` over the same labels will do, e.g. a
+            CNN as DeiT distils from one.
         Other arguments are those of `transformers.Trainer`.
 
     Example:
@@ -81,10 +86,16 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         calibration_dataset=None,
         dataset_name: str | None = None,
         train_batch_transform=None,
+        teacher_model: nn.Module | str | None = None,
         **kwargs,
     ):
         if not isinstance(args, GOHSPConfig):
             raise ValueError("GOHSPTrainer needs a GOHSPConfig as `args` (it holds the pruning settings).")
+        if teacher_model is not None and not args.distillation_alpha > 0:
+            raise ValueError(
+                "A teacher_model was given but distillation is off: set `distillation_alpha` in GOHSPConfig "
+                "(e.g. 0.5), or leave teacher_model out."
+            )
         model = merge_lora(model, reason=" of the model passed to GOHSPTrainer: GOHSP prunes plain weights")
         model_variant(model)  # a clear ValueError for models we cannot prune
         # The Trainer would create the Hub repo now (failing at once without network) and push every stage's
@@ -103,6 +114,7 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         )
         self.method = PRUNING_METHODS[args.method](self)
         self.solver.check_feasible(self.method.min_head_counts())
+        self.teacher_model = load_teacher(teacher_model, model) if teacher_model is not None else None
         self.teacher: nn.Module | None = None
         self.head_mask: torch.Tensor | None = None
         self.structure: PrunedStructure | None = None
@@ -152,11 +164,19 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         """Fresh run: refuse a used output_dir, evaluate the dense model. Resumed run: restore the results."""
         if saved is None:
             check_output_dir(self.args)
-        if self.args.distillation_alpha > 0:  # the dense model, before any pruning
+        if self.teacher_model is not None:
+            self.teacher = self.teacher_model.to(self.args.device).eval().requires_grad_(False)
+        elif self.args.distillation_alpha > 0:  # the dense model, before any pruning
             self.teacher = copy.deepcopy(self.accelerator.unwrap_model(self.model)).eval().requires_grad_(False)
         if saved is None:
             self.results = {"method": self.args.method, "target_sparsity": self.args.target_sparsity}
             self.results |= {"stage_seconds": {}, "dense": {**model_cost(self.model), **self._evaluate("dense")}}
+            if self.teacher is not None:
+                self.results["distillation"] = {
+                    "teacher": teacher_name(self.teacher_model) if self.teacher_model is not None else "dense model",
+                    "alpha": self.args.distillation_alpha,
+                    "temperature": self.args.distillation_temperature,
+                }
         else:
             self.results, self.head_mask = saved["results"], saved["head_mask"]
 
@@ -232,7 +252,7 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
 
     # ---------------------------------------------------------------- Trainer hooks
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Task loss, plus the method's penalty in stage 2, or distillation from the dense model in stage 3."""
+        """Task loss, plus the method's penalty in stage 2, or distillation from the teacher in stage 3."""
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         self.last_task_loss = loss.detach()
         penalty = self.method.penalty(self.accelerator.unwrap_model(model)) if model.training else None
@@ -242,6 +262,11 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         elif model.training and self.teacher is not None and self.structure is not None:
             with torch.no_grad():
                 teacher_logits = self.teacher(pixel_values=inputs["pixel_values"]).logits
+            if teacher_logits.shape != outputs.logits.shape:
+                raise ValueError(
+                    f"The teacher's logits have shape {tuple(teacher_logits.shape)} and the model's "
+                    f"{tuple(outputs.logits.shape)}: distil from a teacher trained on the same labels."
+                )
             args = self.args
             loss = distillation_loss(
                 loss, outputs.logits, teacher_logits, args.distillation_alpha, args.distillation_temperature

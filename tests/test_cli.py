@@ -14,7 +14,13 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 from sklearn.datasets import load_digits
-from transformers import AutoModelForImageClassification, BertConfig, BertForSequenceClassification
+from transformers import (
+    AutoModelForImageClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "run_gohsp.py"
@@ -303,16 +309,20 @@ def test_soft_labels_are_smoothed_once():
 
 
 def test_cli_with_the_deit_recipe_and_distillation(tmp_path):
-    """MixUp/CutMix soft labels through the dense stage, ADMM and distillation; the saved model reloads."""
+    """MixUp/CutMix soft labels through the dense stage, ADMM and distillation from a teacher folder (another,
+    smaller ViT); the saved model reloads."""
     data = digits_parquet(tmp_path / "digits")
-    out = tmp_path / "out"
+    out, teacher = tmp_path / "out", tmp_path / "teacher"
+    ViTForImageClassification(ViTConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=1,
+                                        num_attention_heads=2, intermediate_size=32, num_labels=10)).save_pretrained(teacher)  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     command = [sys.executable, str(SCRIPT), *TINY_MODEL, "--dataset_name", str(data), "--dense_epochs", "1",
-               "--recipe", "deit", "--distillation_alpha", "0.5", "--soft_pruning", "admm", "--target_sparsity", "0.4", "--output_dir",
-               str(out), *FAST]  # fmt: skip
+               "--recipe", "deit", "--distillation_alpha", "0.5", "--teacher_model_name_or_path", str(teacher),
+               "--soft_pruning", "admm", "--target_sparsity", "0.4", "--output_dir", str(out), *FAST]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "gohsp_results.json").read_text())
+    assert results["distillation"] == {"teacher": str(teacher), "alpha": 0.5, "temperature": 2.0}
     losses = [log["loss"] for stage in results["log_history"].values() for log in stage if "loss" in log]
     assert losses and all(math.isfinite(x) for x in losses)
     assert 0 <= results["pruned"]["accuracy"] <= 1

@@ -16,6 +16,7 @@ from transformers import (
     TrainingArguments,
     ViTForImageClassification,
 )
+from transformers.modeling_outputs import ImageClassifierOutput
 
 from gohsp_hf import GOHSPConfig, GOHSPTrainer, GOHSPViTForImageClassification
 from gohsp_hf.hub import checkpoint_patterns, hub_files
@@ -185,6 +186,64 @@ def test_distillation_from_the_dense_model(dense_dir, tmp_path):
         distilled = trainer.compute_loss(student, batch)
         plain = student(**batch).loss
     torch.testing.assert_close(distilled, 0.5 * plain)
+
+
+class CNNTeacher(torch.nn.Module):
+    """A teacher of another kind than the student, as DeiT distils from a CNN: takes `pixel_values`, returns
+    `.logits`."""
+
+    def __init__(self, num_labels: int = 10):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+        self.head = torch.nn.Linear(8, num_labels)
+
+    def forward(self, pixel_values):
+        features = self.conv(pixel_values).relu().mean(dim=(2, 3))
+        return ImageClassifierOutput(logits=self.head(features))
+
+
+def test_distillation_from_a_teacher_model(dense_dir, tmp_path):
+    """`teacher_model` replaces the dense model as the teacher of fine-tuning, and the results name it."""
+    from gohsp_hf.losses import distillation_loss
+
+    args = gohsp_args(
+        tmp_path / "kd", admm_max_steps=4, admm_update_steps=2, finetune_max_steps=4, distillation_alpha=0.5
+    )
+    teacher = CNNTeacher()
+    model = ViTForImageClassification.from_pretrained(dense_dir)
+    trainer = GOHSPTrainer(model=model, args=args, train_dataset=TRAIN, teacher_model=teacher)
+    trainer.train()
+    assert trainer.teacher is teacher and not any(p.requires_grad for p in teacher.parameters())
+    assert trainer.results["distillation"] == {"teacher": "CNNTeacher", "alpha": 0.5, "temperature": 2.0}
+    student = trainer.model.train()
+    batch = {"pixel_values": TRAIN.pixel_values[:8], "labels": torch.tensor(TRAIN.labels[:8])}
+    with torch.no_grad():
+        outputs = student(**batch)
+        expected = distillation_loss(outputs.loss, outputs.logits, teacher(batch["pixel_values"]).logits, 0.5, 2.0)
+        torch.testing.assert_close(trainer.compute_loss(student, batch), expected)
+    # A teacher over other labels is refused at the first distilled step, in words.
+    trainer.teacher = CNNTeacher(num_labels=7)
+    with pytest.raises(ValueError, match="teacher's logits have shape \\(8, 7\\) and the model's \\(8, 10\\)"):
+        trainer.compute_loss(student, batch)
+
+
+def test_a_teacher_model_by_folder_and_the_checks_on_it(dense_dir, tmp_path):
+    """A folder loads with AutoModelForImageClassification; other labels, or no distillation, are refused."""
+    model = ViTForImageClassification.from_pretrained(dense_dir)
+    args = gohsp_args(tmp_path / "out", distillation_alpha=0.5)
+    trainer = GOHSPTrainer(model=model, args=args, train_dataset=TRAIN, teacher_model=str(dense_dir))
+    assert isinstance(trainer.teacher_model, ViTForImageClassification) and trainer.teacher_model is not model
+    with pytest.raises(ValueError, match="distillation is off: set `distillation_alpha`"):
+        GOHSPTrainer(model=model, args=gohsp_args(tmp_path / "off"), train_dataset=TRAIN, teacher_model=CNNTeacher())
+    other = make_model("vit", num_labels=7)
+    with pytest.raises(ValueError, match="predicts 7 labels and the model to prune 10"):
+        GOHSPTrainer(model=model, args=args, train_dataset=TRAIN, teacher_model=other)
+    named = make_model("vit", num_labels=10, id2label={i: f"digit {9 - i}" for i in range(10)})
+    model.config.id2label = {i: f"digit {i}" for i in range(10)}
+    with pytest.raises(ValueError, match="labels .* are not the model's"):
+        GOHSPTrainer(model=model, args=args, train_dataset=TRAIN, teacher_model=named)
+    GOHSPTrainer(model=model, args=args, train_dataset=TRAIN, teacher_model=make_model("vit", num_labels=10))
 
 
 @pytest.mark.parametrize(
