@@ -70,6 +70,7 @@ import numpy as np
 import torch
 from speed import machine
 from transformers import Trainer, TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification
+from transformers.modeling_outputs import ImageClassifierOutput
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "tests")]
@@ -200,6 +201,8 @@ class Settings:
     distillation: bool = True  # gohsp+kd and torch_pruning+kd at 60/80%
     distillation_seeds: tuple = (0,)  # the seeds of the distillation column
     weight_averaging: bool = False  # gohsp+ema and torch_pruning+ema at 60/80%, every seed
+    cnn_teacher_seeds: tuple = ()  # the seeds of gohsp+kd_cnn and torch_pruning+kd_cnn (a stronger teacher)
+    cnn_teacher_epochs: float = 10
     ablations: tuple | None = None  # names of ABLATIONS to run at 60/80% (None: all of them)
     ablation_seeds: tuple = SEEDED_ABLATIONS  # the ablations run with every seed (the others: seed 0)
     ranking_samples: int = 512
@@ -357,6 +360,30 @@ class WeightAveraging(TrainerCallback):
         self.average = None
 
 
+class CNNTeacher(torch.nn.Module):
+    """The benchmark's stronger teacher (`+kd_cnn`): a small CNN (three 3x3 conv blocks, 32-64-128 channels,
+    batch norm, max pooling, dropout), about 94 thousand parameters; DeiT distils from a CNN too. It takes the
+    ViTs' `pixel_values` and returns `.logits` (and `.loss` with `labels`, label smoothing its own: the Trainer's
+    needs a `config`), so both tools' trainers use it as is."""
+
+    def __init__(self, num_labels: int = 10, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing, layers, channels = label_smoothing, [], 1
+        for width in (32, 64, 128):
+            layers += [torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.BatchNorm2d(width),
+                       torch.nn.ReLU(), torch.nn.MaxPool2d(2)]  # fmt: skip
+            channels = width
+        self.features = torch.nn.Sequential(*layers, torch.nn.Flatten())  # 28 -> 14 -> 7 -> 3
+        self.classifier = torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Linear(channels * 9, num_labels))
+
+    def forward(self, pixel_values, labels=None):
+        logits = self.classifier(self.features(pixel_values))
+        if labels is None:
+            return ImageClassifierOutput(logits=logits)
+        loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        return ImageClassifierOutput(loss=loss, logits=logits)
+
+
 class Benchmark:
     def __init__(self, settings: Settings, results_dir: Path, cache_dir: Path, data: tuple):
         self.s, self.results_dir, self.cache_dir = settings, results_dir, cache_dir
@@ -443,6 +470,57 @@ class Benchmark:
         """The dense model trained for the same extra epochs as every pruned model."""
         return self.finetune(self.dense_model(), seed=0) | {"method": "control", "sparsity": 0.0}
 
+    def cnn_teacher(self) -> CNNTeacher:
+        """The `+kd_cnn` column's teacher, trained on the full training set once and cached like the dense model
+        (its result, `<pass>-teacher-cnn.json`, holds its learning curve and the sha256 every run records)."""
+        from safetensors.torch import load_file, save_file
+
+        s, name = self.s, f"{self.prefix}teacher-cnn"
+        path = self.cache_dir / f"teacher-cnn-{s.train_size}-e{s.cnn_teacher_epochs:g}"
+        self.dense()  # the teacher's result, like every run's, records the dense model of its pass
+        model = CNNTeacher(label_smoothing=s.label_smoothing)
+        if (path / "model.safetensors").exists():
+            model.load_state_dict(load_file(path / "model.safetensors"))
+            sha, saved = file_sha256(path / "model.safetensors"), self.result(name)
+            if saved is None:
+                saved = json.loads((path / "result.json").read_text())
+                write_json(self.results_dir / f"{name}.json", saved)
+            if saved.get("teacher_sha256") != sha:
+                raise SystemExit(
+                    f"{path} holds a CNN teacher that {self.results_dir / name}.json does not describe (another "
+                    "teacher_sha256). Copy the matching result there, or delete the folder to retrain it."
+                )
+            return model.eval()
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        model = CNNTeacher(label_smoothing=s.label_smoothing)
+        with tempfile.TemporaryDirectory() as tmp:
+            # its label smoothing is its own (the Trainer's needs a `config`); the learning rate suits a CNN
+            args = TrainingArguments(tmp, num_train_epochs=s.cnn_teacher_epochs, learning_rate=2e-3,
+                                     warmup_steps=math.ceil(len(self.train) / s.batch_size), eval_strategy="epoch",
+                                     **{**training_kwargs(s, seed=0), "label_smoothing_factor": 0.0})  # fmt: skip
+            trainer = Trainer(model=model, args=args, train_dataset=self.train, eval_dataset=self.test,
+                              compute_metrics=accuracy)  # fmt: skip
+            trainer.train()
+            curve = [{"epoch": log["epoch"], "accuracy": log["eval_accuracy"]}
+                     for log in trainer.state.log_history if "eval_accuracy" in log]  # fmt: skip
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), path / "model.safetensors.tmp")
+        os.replace(path / "model.safetensors.tmp", path / "model.safetensors")
+        result = self.write(name, {"method": "teacher_cnn", "sparsity": 0.0, "accuracy": curve[-1]["accuracy"],
+                                   "params": count_parameters(model), "learning_curve": curve,
+                                   "teacher_sha256": file_sha256(path / "model.safetensors")},
+                            time.perf_counter() - start)  # fmt: skip
+        write_json(path / "result.json", result)
+        return model.eval()
+
+    def teacher_fields(self, teacher: str) -> dict:
+        """What a run records of its `+kd_cnn` teacher: accuracy and sha256 (nothing for the dense teacher)."""
+        if teacher != "cnn":
+            return {}
+        r = self.result(f"{self.prefix}teacher-cnn")
+        return {"teacher": "cnn", "teacher_accuracy": r["accuracy"], "teacher_sha256": r["teacher_sha256"]}
+
     def finetune(self, model, seed: int, teacher=None, ema_decay: float | None = None) -> dict:
         s = self.s
         with tempfile.TemporaryDirectory() as tmp:
@@ -458,7 +536,7 @@ class Benchmark:
         return {"accuracy": metrics["eval_accuracy"], **model_cost(model)}
 
     # ------------------------------------------------------------------ pruning runs
-    def gohsp_trainer(self, tmp: str, method: str, sparsity: float, seed: int, **overrides):
+    def gohsp_trainer(self, tmp: str, method: str, sparsity: float, seed: int, teacher=None, **overrides):
         s = self.s
         kwargs = dict(admm_epochs=s.admm_epochs, finetune_epochs=s.finetune_epochs, learning_rate=s.learning_rate,
                       warmup_steps=50, ranking_samples=s.ranking_samples, overwrite_output_dir=True,
@@ -467,20 +545,23 @@ class Benchmark:
             kwargs["admm_update_steps"] = s.paper_update_steps
         args = GOHSPConfig(tmp, method=method, target_sparsity=sparsity, **{**kwargs, **overrides})
         return GOHSPTrainer(model=self.dense_model(), args=args, train_dataset=self.train, eval_dataset=self.test,
-                            compute_metrics=accuracy)  # fmt: skip
+                            compute_metrics=accuracy, teacher_model=teacher)  # fmt: skip
 
-    def prune(self, method: str, sparsity: float, seed: int, ema_decay: float | None = None, **overrides) -> dict:
-        """One pruning run; `ema_decay` (the benchmark's weight-averaging column) is not a GOHSPConfig field."""
+    def prune(self, method: str, sparsity: float, seed: int, ema_decay: float | None = None, teacher: str = "dense",
+              **overrides) -> dict:  # fmt: skip
+        """One pruning run; `ema_decay` (the benchmark's weight-averaging column) and `teacher` (`"dense"`, or
+        `"cnn"` for the `+kd_cnn` column) are not GOHSPConfig fields."""
         if method == "torch_pruning":
-            return self.torch_pruning(sparsity, seed, ema_decay=ema_decay, **overrides)
+            return self.torch_pruning(sparsity, seed, ema_decay=ema_decay, teacher=teacher, **overrides)
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = self.gohsp_trainer(tmp, method, sparsity, seed, **overrides)
+            cnn = self.cnn_teacher() if teacher == "cnn" else None
+            trainer = self.gohsp_trainer(tmp, method, sparsity, seed, teacher=cnn, **overrides)
             if ema_decay:
                 trainer.add_callback(WeightAveraging(trainer, ema_decay))
             trainer.train()
             r = trainer.results
-        return {"method": method + _column(overrides, ema_decay), "sparsity": sparsity, "seed": seed,
-                "accuracy": r["pruned"]["accuracy"], "params": r["pruned"]["params"], "flops": r["pruned"]["flops"],
+        return {"method": method + _column(overrides, ema_decay, teacher), "sparsity": sparsity, "seed": seed,
+                **self.teacher_fields(teacher), "accuracy": r["pruned"]["accuracy"], "params": r["pruned"]["params"], "flops": r["pruned"]["flops"],
                 "macs": r["pruned"]["macs"],
                 "achieved_sparsity": r["achieved_sparsity"], "dense_accuracy": r["dense"]["accuracy"],
                 "accuracy_before_hard_prune": r["before_hard_prune"]["accuracy"],
@@ -494,7 +575,8 @@ class Benchmark:
                 # the folder they are in says which default they ran under)
                 "hidden_layer_norm": trainer.args.hidden_layer_norm if trainer.args.prune_hidden_size else None}  # fmt: skip
 
-    def torch_pruning(self, sparsity: float, seed: int, ema_decay: float | None = None, **overrides) -> dict:
+    def torch_pruning(self, sparsity: float, seed: int, ema_decay: float | None = None, teacher: str = "dense",
+                      **overrides) -> dict:  # fmt: skip
         """Torch-Pruning's ViT recipe (Taylor importance, uniform per-layer ratio, head dims pruned), with the
         pruning ratio bisected until the model has the same parameter count as ours at this sparsity."""
         dense = self.dense_model()
@@ -510,9 +592,10 @@ class Benchmark:
         model = tp_prune(copy.deepcopy(dense), ratio, self.train, self.s.taylor_batches, seed)
         after = evaluate(model, self.test)
         kd = bool(overrides.get("distillation_alpha"))
-        result = self.finetune(model, seed, teacher=self.dense_model() if kd else None, ema_decay=ema_decay)
-        return {"method": "torch_pruning" + _column(overrides, ema_decay), "sparsity": sparsity, "seed": seed,
-                **result,
+        teacher_model = (self.cnn_teacher() if teacher == "cnn" else self.dense_model()) if kd else None
+        result = self.finetune(model, seed, teacher=teacher_model, ema_decay=ema_decay)
+        return {"method": "torch_pruning" + _column(overrides, ema_decay, teacher), "sparsity": sparsity,
+                "seed": seed, **self.teacher_fields(teacher), **result,
                 "tp_pruning_ratio": ratio, "achieved_sparsity": 1 - result["params"] / count_parameters(dense),
                 "accuracy_before_hard_prune": evaluate(dense, self.test), "accuracy_after_hard_prune": after,
                 "structure": tp_structure(model), "hidden_size": model.vit.layers[0].attention.q_proj.in_features,
@@ -534,6 +617,8 @@ class Benchmark:
             if s.distillation:
                 runs += [(f"{p}{m}+kd-s{_pct(sparsity)}-seed{seed}", _bind(self.prune, m, sparsity, seed, **KD))
                          for seed in s.distillation_seeds for m in ("gohsp", "torch_pruning")]  # fmt: skip
+            runs += [(f"{p}{m}+kd_cnn-s{_pct(sparsity)}-seed{seed}", _bind(self.prune, m, sparsity, seed, teacher="cnn", **KD))
+                     for seed in s.cnn_teacher_seeds for m in ("gohsp", "torch_pruning")]  # fmt: skip
         if s.weight_averaging:
             runs += [(f"{p}{m}+ema-s{_pct(sparsity)}-seed{seed}", _bind(self.prune, m, sparsity, seed, ema_decay=EMA_DECAY))
                      for seed in s.seeds for sparsity in first for m in ("gohsp", "torch_pruning")]  # fmt: skip
@@ -624,9 +709,11 @@ def _kd() -> dict:
     return {"alpha": KD["distillation_alpha"], "temperature": KD["distillation_temperature"]}
 
 
-def _column(overrides: dict, ema_decay: float | None) -> str:
-    """The recipe columns a run's method name carries: `+kd` (distillation), then `+ema` (weight averaging)."""
-    return ("+kd" if overrides.get("distillation_alpha") else "") + ("+ema" if ema_decay else "")
+def _column(overrides: dict, ema_decay: float | None, teacher: str = "dense") -> str:
+    """The recipe columns a run's method name carries: `+kd` (distillation from the dense model) or `+kd_cnn`
+    (from the CNN teacher), then `+ema` (weight averaging)."""
+    kd = ("+kd" + ("_cnn" if teacher == "cnn" else "")) if overrides.get("distillation_alpha") else ""
+    return kd + ("+ema" if ema_decay else "")
 
 
 def _bind(fn, *args, **kwargs):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 DEFAULT = Path(__file__).parent / "results" / "accuracy"
 METHOD_ORDER = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning", "gohsp+kd", "torch_pruning+kd",
-                "gohsp+ema", "torch_pruning+ema")  # fmt: skip
+                "gohsp+kd_cnn", "torch_pruning+kd_cnn", "gohsp+ema", "torch_pruning+ema")  # fmt: skip
 # run-name prefix -> pass, longer prefixes first (a run belongs to the first prefix it starts with)
 PASSES = {"": "main", "mid45-": "mid45", "mid-": "mid", "long-": "long", "high-mid-": "high-mid", "high-": "high",
           "mlp4-mid-": "mlp4-mid", "mlp4-high-": "mlp4-high", "mlp4-": "mlp4", "small-long-": "small-long",
@@ -64,7 +64,7 @@ def groups(results: dict[str, dict]) -> dict[tuple, list[dict]]:
     """Pruning runs grouped by (pass, method, sparsity), seeds in order."""
     found = defaultdict(list)
     for name, r in results.items():
-        if is_ablation(name) or r["method"] in ("dense", "control"):
+        if is_ablation(name) or r["method"] in ("dense", "control", "teacher_cnn"):
             continue
         found[(pass_of(name), r["method"], r["sparsity"])].append(r)
     return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in found.items()}
@@ -93,6 +93,16 @@ def references(results: dict[str, dict]) -> list[str]:
         lines.append(f"| {name} | {control['shape']} | {control['extra_epochs']:g} | {pct(dense['accuracy'])} | "
                      f"{pct(control['accuracy'])} | {control['params']:,} | {control['flops'] / 1e6:.1f} |")  # fmt: skip
     return lines
+
+
+def teachers(results: dict[str, dict]) -> list[str]:
+    """The `+kd_cnn` column's CNN teacher of each pass that has one."""
+    lines = ["| pass | teacher | epochs | test accuracy, % | params |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        if r["method"] == "teacher_cnn":
+            lines.append(f"| {pass_of(name)} | CNN | {r['settings']['cnn_teacher_epochs']:g} | {pct(r['accuracy'])} "
+                         f"| {r['params']:,} |")  # fmt: skip
+    return lines if len(lines) > 2 else []
 
 
 def table(results: dict[str, dict], pass_name: str) -> list[str]:
@@ -206,7 +216,7 @@ def main() -> None:
         raise SystemExit(f"No results in {folder}: run benchmarks/accuracy.py first.")
     curves = [dense_curve(r) for r in results.values() if r["method"] == "dense"]
     sections = [("Dense references", [line for curve in curves for line in [*curve, ""]][:-1]),
-                ("Dense controls", references(results))]  # fmt: skip
+                ("Dense controls", references(results)), ("Teachers", teachers(results))]  # fmt: skip
     sections += [(f"Accuracy at equal size: {name}", table(results, name)) for name in PASSES.values()]
     sections += [("Goals", goals(results))]
     sections += [(f"Ablations: {name}", ablation_table(results, prefix)) for prefix, name in PASSES.items()]

@@ -100,6 +100,35 @@ def test_accuracy_benchmark_runs_skips_and_reports(tmp_path):
     assert (tmp_path / "plots" / "head_scores.png").exists()
 
 
+def test_the_cnn_teacher_column_distils_both_tools_from_one_cached_teacher(tmp_path):
+    """`+kd_cnn`: gohsp and Torch-Pruning distilled from the same CNN teacher, trained once, cached, recorded in
+    each run; a cached teacher that its result does not describe stops the script."""
+    digits_as_idx(tmp_path / "idx")
+    runs = "dense,gohsp+kd_cnn-s60-seed0,torch_pruning+kd_cnn-s60-seed0"
+    teacher = ["--set", "cnn_teacher_seeds=[0]", "--set", "cnn_teacher_epochs=1"]
+    out = bench(tmp_path, *teacher, "--runs", runs)
+    assert out.count("teacher-cnn: accuracy") == 1  # trained once, for the first run
+    results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
+    assert set(results) == {*runs.split(","), "teacher-cnn"}
+    taught = results["teacher-cnn"]
+    assert taught["method"] == "teacher_cnn" and len(taught["learning_curve"]) == 1 and taught["params"] > 0
+    for name in ("gohsp+kd_cnn-s60-seed0", "torch_pruning+kd_cnn-s60-seed0"):
+        r = results[name]
+        assert r["method"] == name.split("-")[0] and r["teacher"] == "cnn" and abs(r["achieved_sparsity"] - 0.6) < 0.05
+        assert r["teacher_sha256"] == taught["teacher_sha256"] and r["teacher_accuracy"] == taught["accuracy"]
+    tables = subprocess.run([sys.executable, str(REPO / "benchmarks" / "accuracy_tables.py"),
+                             str(tmp_path / "results")], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "| main | CNN | 1 | " in tables and "| gohsp+kd_cnn | " in tables and "| torch_pruning+kd_cnn | " in tables
+
+    (tmp_path / "results" / "teacher-cnn.json").write_text(json.dumps({**taught, "teacher_sha256": "0" * 64}))
+    (tmp_path / "results" / "gohsp+kd_cnn-s60-seed0.json").unlink()
+    command = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), *TINY, *teacher, "--source_dir",
+               str(tmp_path / "idx"), "--results_dir", str(tmp_path / "results"), "--cache_dir", str(tmp_path / "cache"),
+               "--runs", "gohsp+kd_cnn-s60-seed0"]  # fmt: skip
+    stopped = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert stopped.returncode != 0 and "holds a CNN teacher that" in stopped.stderr
+
+
 def test_ablations_split_each_pass_budget(tmp_path):
     """A pruning-stage ablation keeps the pass's extra epochs: the stage's length changes, fine-tuning gets the
     rest; one equal to the pass's own split or to gohsp's defaults, or longer than its budget, is not planned."""
