@@ -22,6 +22,7 @@ MASKED_LAYER_NORM_MIN_EPOCHS = 6.0
 # epochs on all four seeds; at 85% (56 kept) `masked` was ahead on three of four (benchmarks/README.md, "High-mid
 # pass").
 MASKED_LAYER_NORM_MAX_SPARSITY = 0.85
+DISTILLATION_STAGES = ("finetune", "all")  # where distillation_alpha applies
 
 
 @dataclass
@@ -124,6 +125,8 @@ class GOHSPConfig(TrainingArguments):
             `gohsp_paper` and the baselines, and off with `reduce_lr_on_plateau`, which is not step-wise.
         distillation_alpha (`float`, defaults to `0.0`): weight of the KL to the dense model's logits (0: off).
         distillation_temperature (`float`, defaults to `2.0`): softmax temperature of that KL.
+        distillation_stages (`str`, defaults to `"finetune"`): where the KL applies: `"finetune"` (after the hard
+            prune) or `"all"` (the pruning stage too, as the masks close or beside the ADMM penalty).
         finetune_with_lora (`bool`, defaults to `False`): fine-tune with LoRA adapters (PEFT) instead of all weights;
             they are merged before saving, so the saved model is a plain `GOHSPViTForImageClassification`.
         lora_r (`int`, defaults to `8`), lora_alpha (`int`, defaults to `16`), lora_dropout (`float`, defaults to
@@ -230,6 +233,12 @@ class GOHSPConfig(TrainingArguments):
         default=0.0, metadata={"help": "Weight of distillation from the dense model during fine-tuning (0: off)."}
     )
     distillation_temperature: float = field(default=2.0, metadata={"help": "Distillation softmax temperature."})
+    distillation_stages: str = field(
+        default="finetune",
+        metadata={
+            "help": "Where distillation applies: `finetune` (after the hard prune) or `all` (pruning stage too)."
+        },
+    )
     finetune_with_lora: bool = field(
         default=False, metadata={"help": "Fine-tune the pruned model with LoRA adapters, merged before saving."}
     )
@@ -304,6 +313,10 @@ class GOHSPConfig(TrainingArguments):
             (
                 0 <= self.distillation_alpha <= 1,
                 f"distillation_alpha must be in [0, 1], got {self.distillation_alpha}.",
+            ),
+            (
+                self.distillation_stages in DISTILLATION_STAGES,
+                f"distillation_stages must be one of {DISTILLATION_STAGES}, got {self.distillation_stages!r}.",
             ),
             (self.admm_epochs >= 0 and self.finetune_epochs >= 0, "admm_epochs and finetune_epochs must be >= 0."),
             (self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}."),

@@ -252,14 +252,13 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
 
     # ---------------------------------------------------------------- Trainer hooks
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Task loss, plus the method's penalty in stage 2, or distillation from the teacher in stage 3."""
+        """Task loss, distilled from the teacher in stage 3 (and in stage 2 with `distillation_stages="all"`),
+        plus the method's penalty in stage 2."""
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         self.last_task_loss = loss.detach()
-        penalty = self.method.penalty(self.accelerator.unwrap_model(model)) if model.training else None
-        if penalty is not None:
-            self.last_penalty = penalty
-            loss = loss + penalty
-        elif model.training and self.teacher is not None and self.structure is not None:
+        args = self.args
+        distil = self.structure is not None or args.distillation_stages == "all"
+        if model.training and self.teacher is not None and distil:
             with torch.no_grad():
                 teacher_logits = self.teacher(pixel_values=inputs["pixel_values"]).logits
             if teacher_logits.shape != outputs.logits.shape:
@@ -267,10 +266,13 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
                     f"The teacher's logits have shape {tuple(teacher_logits.shape)} and the model's "
                     f"{tuple(outputs.logits.shape)}: distil from a teacher trained on the same labels."
                 )
-            args = self.args
             loss = distillation_loss(
                 loss, outputs.logits, teacher_logits, args.distillation_alpha, args.distillation_temperature
             )
+        penalty = self.method.penalty(self.accelerator.unwrap_model(model)) if model.training else None
+        if penalty is not None:
+            self.last_penalty = penalty
+            loss = loss + penalty
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):

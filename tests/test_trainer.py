@@ -228,6 +228,28 @@ def test_distillation_from_a_teacher_model(dense_dir, tmp_path):
         trainer.compute_loss(student, batch)
 
 
+@pytest.mark.parametrize("stages", ["finetune", "all"])
+def test_distillation_in_the_pruning_stage_only_when_asked(dense_dir, tmp_path, stages):
+    """Before the hard prune (no structure yet) the loss is distilled only with `distillation_stages="all"`."""
+    from gohsp_hf.losses import distillation_loss
+
+    args = gohsp_args(tmp_path / stages, soft_pruning="gradual", distillation_alpha=0.5, distillation_stages=stages)
+    model = ViTForImageClassification.from_pretrained(dense_dir)
+    trainer = GOHSPTrainer(model=model, args=args, train_dataset=TRAIN, teacher_model=CNNTeacher())
+    trainer.teacher = trainer.teacher_model  # what train() sets up; the pruning stage has not ended
+    assert trainer.structure is None and trainer.method.penalty(model) is None
+    batch = {"pixel_values": TRAIN.pixel_values[:8], "labels": torch.tensor(TRAIN.labels[:8])}
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        outputs = model(**batch)
+        teacher_logits = trainer.teacher(batch["pixel_values"]).logits
+        distilled = distillation_loss(outputs.loss, outputs.logits, teacher_logits, 0.5, 2.0)
+        torch.manual_seed(0)
+        got = trainer.compute_loss(model, batch)
+    torch.testing.assert_close(got, distilled if stages == "all" else outputs.loss)
+
+
 def test_a_teacher_model_by_folder_and_the_checks_on_it(dense_dir, tmp_path):
     """A folder loads with AutoModelForImageClassification; other labels, or no distillation, are refused."""
     model = ViTForImageClassification.from_pretrained(dense_dir)
@@ -254,6 +276,7 @@ def test_a_teacher_model_by_folder_and_the_checks_on_it(dense_dir, tmp_path):
         (dict(target_sparsity=-0.3), "target_sparsity must be a fraction in \\(0, 1\\)"),
         (dict(target_sparsity=float("nan")), "target_sparsity must be a fraction in \\(0, 1\\)"),
         (dict(method="magic"), "method must be one of"),
+        (dict(distillation_stages="pruning"), "distillation_stages must be one of"),
         (dict(ranking_similarity="dot"), "ranking_similarity must be one of"),
         (dict(hidden_layer_norm="rms"), "hidden_layer_norm must be one of"),
         (dict(hidden_layer_norm="masked", soft_pruning="admm"), "hidden_layer_norm='masked' needs soft_pruning"),
