@@ -48,7 +48,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, verify: bool = True, 
     staging = path.with_name(f".{path.name}.tmp")
     try:
         torch.onnx.export(
-            _Logits(model),
+            _Logits(model).eval(),  # a new module trains by default; the exporter warns about the wrapper's mode
             (example,),
             str(staging),
             input_names=["pixel_values"],
