@@ -484,8 +484,8 @@ class Benchmark:
         s, name = self.s, f"{self.prefix}teacher-cnn"
         path = self.cache_dir / f"teacher-cnn-{s.train_size}-e{s.cnn_teacher_epochs:g}"
         self.dense()  # the teacher's result, like every run's, records the dense model of its pass
-        model = CNNTeacher(label_smoothing=s.label_smoothing)
         if (path / "model.safetensors").exists():
+            model = CNNTeacher(label_smoothing=s.label_smoothing)
             model.load_state_dict(load_file(path / "model.safetensors"))
             sha, saved = file_sha256(path / "model.safetensors"), self.result(name)
             if saved is None:
@@ -567,8 +567,8 @@ class Benchmark:
             trainer.train()
             r = trainer.results
         return {"method": method + _column(overrides, ema_decay, teacher), "sparsity": sparsity, "seed": seed,
-                **self.teacher_fields(teacher), "accuracy": r["pruned"]["accuracy"], "params": r["pruned"]["params"], "flops": r["pruned"]["flops"],
-                "macs": r["pruned"]["macs"],
+                **self.teacher_fields(teacher), "accuracy": r["pruned"]["accuracy"], "params": r["pruned"]["params"],
+                "flops": r["pruned"]["flops"], "macs": r["pruned"]["macs"],
                 "achieved_sparsity": r["achieved_sparsity"], "dense_accuracy": r["dense"]["accuracy"],
                 "accuracy_before_hard_prune": r["before_hard_prune"]["accuracy"],
                 "accuracy_after_hard_prune": r["after_hard_prune"]["accuracy"], "structure": r["structure"],
