@@ -123,7 +123,8 @@ class GOHSPConfig(TrainingArguments):
             (as a one-shot prune followed by fine-tuning has); `False`: each stage has its own. Default: on for
             `gohsp` (it measured better where `gohsp` trailed Torch-Pruning, docs/method.md), off for
             `gohsp_paper` and the baselines, and off with `reduce_lr_on_plateau`, which is not step-wise.
-        distillation_alpha (`float`, defaults to `0.0`): weight of the KL to the dense model's logits (0: off).
+        distillation_alpha (`float`, defaults to `0.0`): weight of the KL to the teacher's logits (0: off); the
+            teacher is the dense model unless `GOHSPTrainer(teacher_model=...)` names another.
         distillation_temperature (`float`, defaults to `2.0`): softmax temperature of that KL.
         distillation_stages (`str`, defaults to `"finetune"`): where the KL applies: `"finetune"` (after the hard
             prune) or `"all"` (the pruning stage too, as the masks close or beside the ADMM penalty).
@@ -230,7 +231,8 @@ class GOHSPConfig(TrainingArguments):
         },
     )
     distillation_alpha: float = field(
-        default=0.0, metadata={"help": "Weight of distillation from the dense model during fine-tuning (0: off)."}
+        default=0.0,
+        metadata={"help": "Weight of distillation from the teacher (by default the dense model; 0: off)."},
     )
     distillation_temperature: float = field(default=2.0, metadata={"help": "Distillation softmax temperature."})
     distillation_stages: str = field(
