@@ -34,7 +34,8 @@ Passes (each a `Settings`):
   epochs), 3 extra epochs, gohsp and Torch-Pruning at 60/80%, 4 seeds, distillation for both (4 seeds) from the
   dense model (`+kd`) and from a stronger teacher, a CNN trained 6 epochs (`+kd_cnn`, 4 seeds), and ablations:
   60-80% removed leaves it 60-120 thousand parameters, about what 85-90% leaves the main shape.
-  `small-long`: that shape at 80% with the long pass's 10 extra epochs (3 + 7), 3 seeds.
+  `small-long`: that shape at 60/80% with the long pass's 10 extra epochs (3 + 7), 3 seeds, distillation from the
+  dense model (3 seeds) and ablations (`SMALL_LONG_ABLATIONS`, every seed).
 
 1. Each shape's dense ViT is trained from scratch on the full training set until its test accuracy stops moving
    (the learning curve is in its result file) and cached in `benchmarks/.cache/` (a fresh clone retrains it).
@@ -159,6 +160,10 @@ ABLATIONS = {
     # distillation from the dense model in the pruning stage too, not only in fine-tuning (compare with gohsp+kd):
     # Torch-Pruning+KD distils all its epochs, gohsp+kd only those after the hard prune
     "kd+distillation_stages=all": dict(KD, distillation_stages="all"),
+    # the small-long pass's two knobs that gained at 80% (a wider residual stream, the dense statistics) together
+    "hidden=0.25+layer_norm=dense_statistics": dict(
+        prune_hidden_size=True, hidden_sparsity=0.25, hidden_layer_norm="dense_statistics"
+    ),
 }
 
 # The ablations every seed runs (the others run seed 0); the mlp4 pass runs exactly these.
@@ -171,10 +176,17 @@ MID_ABLATIONS = ("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_wi
                  "min_mlp_width=112", "hidden=0.5", "hidden=0.6")  # fmt: skip
 # The small pass's ablations (every seed planned): its 60% ends below the dense control, only a little ahead of
 # Torch-Pruning; which knob moves it? round_to=8 leaves q/k and v of its 16-wide heads two sizes (8 or 16).
+# hidden=0.25 (48 residual channels at 80%, not 32) won at 80% on the small-long pass: does it on 3 extra epochs?
 SMALL_ABLATIONS = ("round_to=1", "min_mlp_width=64", "hidden=0.5", "layer_norm=masked", "soft_pruning=none",
                    "block_floor=0.9_of_uniform", "importance=taylor", "allocation=uniform", "hidden=off",
                    "pruning_epochs=2", "admm_updates=50", "block_floor=0.9_of_uniform+layer_norm=masked",
-                   "kd+distillation_stages=all")  # fmt: skip
+                   "kd+distillation_stages=all", "hidden=0.25")  # fmt: skip
+# The small-long pass's ablations (every seed): which knob opens the lead where 10 extra epochs let Torch-Pruning
+# catch up? The layer norms (this budget's default is `masked`, chosen on the main shape), a longer gradual stage,
+# a structure closer to uniform, and a wider (48 channels) or narrower (24) residual stream than the default's 32
+# at 80%.
+SMALL_LONG_ABLATIONS = ("layer_norm=dense_statistics", "pruning_epochs=5", "block_floor=0.9_of_uniform",
+                        "hidden=0.25", "hidden=0.7", "hidden=0.25+layer_norm=dense_statistics")  # fmt: skip
 MLP4_MID_ABLATIONS = ("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=96", "hidden=0.5",
                       "hidden=0.6")  # fmt: skip
 
@@ -234,13 +246,15 @@ PASSES = {
                                 "allocation=uniform+round_to=2+hidden=0.5625",
                                 "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none", "importance=taylor",
                                 TP_RECIPE, TP_RECIPE + "+layer_norm=plain", "layer_norm=plain", "layer_norm=masked",
-                                "layer_norm=gradual", "layer_norm=rescaled", "layer_norm=dense_statistics"),
+                                "layer_norm=gradual", "layer_norm=rescaled", "layer_norm=dense_statistics",
+                                "hidden=0.25", "hidden=0.25+layer_norm=dense_statistics"),
                      ablation_seeds=("block_floor=0.15", "block_floor=0.18", "lr_per_stage",
                                      "block_floor=0.9_of_uniform", "allocation=uniform+round_to=2+hidden=0.5625",
                                      "allocation=uniform+round_to=2+hidden=0.5625+soft_pruning=none",
                                      "importance=taylor", TP_RECIPE, TP_RECIPE + "+layer_norm=plain",
                                      "layer_norm=plain", "layer_norm=masked", "layer_norm=gradual",
-                                     "layer_norm=rescaled", "layer_norm=dense_statistics")),
+                                     "layer_norm=rescaled", "layer_norm=dense_statistics", "hidden=0.25",
+                                     "hidden=0.25+layer_norm=dense_statistics")),
     # Between the two budgets (6 extra epochs, split like the long pass's): where the layer norm's choice flips.
     # Seeds 2 and 3 (and the MLP floors 64 and 112) were run side by side on a GPU: compare them with the same seeds.
     "mid": Settings(name="mid", admm_epochs=2, finetune_epochs=4, methods=("gohsp", "torch_pruning"),
@@ -279,8 +293,9 @@ PASSES = {
                       distillation_seeds=(0, 1, 2, 3), cnn_teacher_seeds=(0, 1, 2, 3), ablations=SMALL_ABLATIONS,
                       ablation_seeds=SMALL_ABLATIONS),
     "small-long": Settings(name="small-long", hidden_size=64, intermediate_size=256, dense_epochs=10, admm_epochs=3,
-                           finetune_epochs=7, methods=("gohsp", "torch_pruning"), sparsities=(0.8,), seeds=(0, 1, 2),
-                           distillation=False, ablations=()),
+                           finetune_epochs=7, methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8), seeds=(0, 1, 2),
+                           distillation_seeds=(0, 1, 2), ablations=SMALL_LONG_ABLATIONS,
+                           ablation_seeds=SMALL_LONG_ABLATIONS),
 }  # fmt: skip
 QUICK = Settings(train_size=6000, test_size=2000, dense_epochs=8, admm_epochs=1, finetune_epochs=1,
                  paper_update_steps=10, sparsities=(0.6,), seeds=(0,), ranking_samples=256, tp_bisection_steps=6)  # fmt: skip
