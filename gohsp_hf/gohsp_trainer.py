@@ -61,11 +61,11 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         train_batch_transform: `(pixel_values, labels) -> (pixel_values, labels)` applied to every training batch
             of every stage, e.g. MixUp / CutMix (`batch_mixing.BatchMixingMixin`); soft labels flow through the
             loss, the ADMM penalty and distillation.
-        teacher_model: the model fine-tuning distils from when `args.distillation_alpha > 0`, in place of the
-            dense model (the default teacher): a model or a Hub id / folder (loaded with
-            `AutoModelForImageClassification`). Any module that takes `pixel_values` (the student's, so the same
-            size and normalisation) and returns an output with `.logits` over the same labels will do, e.g. a
-            CNN as DeiT distils from one.
+        teacher_model: the model distilled from when `args.distillation_alpha > 0` (in fine-tuning, and in the
+            pruning stage too with `distillation_stages="all"`), in place of the dense model (the default teacher):
+            a model or a Hub id / folder (loaded with `AutoModelForImageClassification`). Any module that takes
+            `pixel_values` (the student's, so the same size and normalisation) and returns an output with `.logits`
+            over the same labels will do, e.g. a CNN as DeiT distils from one.
         Other arguments are those of `transformers.Trainer`.
 
     Example:
