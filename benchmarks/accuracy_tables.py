@@ -17,8 +17,8 @@ METHOD_ORDER = ("gohsp", "gohsp_paper", "somp", "sgmp", "random", "torch_pruning
                 "gohsp+kd_cnn", "torch_pruning+kd_cnn", "gohsp+ema", "torch_pruning+ema")  # fmt: skip
 # run-name prefix -> pass, longer prefixes first (a run belongs to the first prefix it starts with)
 PASSES = {"": "main", "mid45-": "mid45", "mid-": "mid", "long-": "long", "high-mid-": "high-mid", "high-": "high",
-          "mlp4-mid-": "mlp4-mid", "mlp4-high-": "mlp4-high", "mlp4-": "mlp4", "small-long-": "small-long",
-          "small-": "small"}  # fmt: skip
+          "mlp4-mid-": "mlp4-mid", "mlp4-high-": "mlp4-high", "mlp4-long-": "mlp4-long", "mlp4-": "mlp4",
+          "small-long-": "small-long", "small-": "small"}  # fmt: skip
 
 
 def load(folder: Path) -> dict[str, dict]:

@@ -182,8 +182,8 @@ def test_passes_of_one_shape_share_its_dense_model_and_tables_tell_passes_apart(
     names = {name: accuracy.Benchmark(s, tmp_path, tmp_path, (None, None)) for name, s in accuracy.PASSES.items()}
     assert {name: b.dense_name for name, b in names.items()} == {
         "main": "dense", "long": "dense", "mid": "dense", "mid45": "dense", "high": "dense", "high-mid": "dense",
-        "mlp4": "mlp4-dense", "mlp4-mid": "mlp4-dense", "mlp4-high": "mlp4-dense", "small": "small-dense",
-        "small-long": "small-dense"}  # fmt: skip
+        "mlp4": "mlp4-dense", "mlp4-mid": "mlp4-dense", "mlp4-high": "mlp4-dense", "mlp4-long": "mlp4-dense",
+        "small": "small-dense", "small-long": "small-dense"}  # fmt: skip
     assert names["mlp4-mid"].dense_path() == names["mlp4"].dense_path() != names["mid45"].dense_path()
     tables = import_benchmark("accuracy_tables")
     assert set(tables.PASSES.values()) == set(accuracy.PASSES)
@@ -191,7 +191,7 @@ def test_passes_of_one_shape_share_its_dense_model_and_tables_tell_passes_apart(
                            ("mlp4-mid-torch_pruning-s60-seed0", "mlp4-mid"), ("mlp4-gohsp-s80-seed0", "mlp4"),
                            ("high-mid-gohsp-s90-seed1", "high-mid"), ("high-torch_pruning-s90-seed0", "high"),
                            ("mlp4-high-gohsp-s90-seed1", "mlp4-high"), ("small-control", "small"),
-                           ("small-long-torch_pruning-s80-seed2", "small-long")):  # fmt: skip
+                           ("small-long-torch_pruning-s80-seed2", "small-long"), ("mlp4-long-gohsp-s80-seed2", "mlp4-long")):  # fmt: skip
         assert tables.pass_of(run) == pass_name, run
     assert tables.is_ablation("mlp4-mid-ablation-layer_norm=masked-s60-seed0")
     assert not tables.is_ablation("mlp4-mid-gohsp-s60-seed0")
