@@ -120,6 +120,13 @@ def test_the_cnn_teacher_column_distils_both_tools_from_one_cached_teacher(tmp_p
                              str(tmp_path / "results")], capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "| main | CNN | 1 | " in tables and "| gohsp+kd_cnn | " in tables and "| torch_pruning+kd_cnn | " in tables
 
+    # another results folder uses the cached teacher and writes its record, saying where it was trained
+    out = bench(tmp_path, *teacher, "--results_dir", str(tmp_path / "other"), "--runs", "gohsp+kd_cnn-s60-seed0")
+    assert "teacher-cnn: accuracy" not in out  # not trained again
+    copied = json.loads((tmp_path / "other" / "teacher-cnn.json").read_text())
+    assert copied["trained_in"] == "teacher-cnn" and copied["learning_curve"] == taught["learning_curve"]
+    assert copied["teacher_sha256"] == taught["teacher_sha256"] and copied["dense_sha256"] == taught["dense_sha256"]
+
     (tmp_path / "results" / "teacher-cnn.json").write_text(json.dumps({**taught, "teacher_sha256": "0" * 64}))
     (tmp_path / "results" / "gohsp+kd_cnn-s60-seed0.json").unlink()
     command = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), *TINY, *teacher, "--source_dir",
