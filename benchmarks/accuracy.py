@@ -32,7 +32,7 @@ Passes (each a `Settings`):
   60/80%, 4 seeds, an MLP floor and narrower residual widths.
 - `mlp4-long`: the second shape with the long pass's 10 extra epochs (3 + 7), gohsp and Torch-Pruning at 60/80%,
   4 seeds, and ablations (`MLP4_LONG_ABLATIONS`, every seed): a wider residual stream, the dense statistics, a
-  per-block floor; then both tools distilled from the CNN teacher (`+kd_cnn`, 2 seeds), and gohsp's pruning stage
+  per-block floor; then both tools distilled from the CNN teacher (`+kd_cnn`, 4 seeds), and gohsp's pruning stage
   distilled from it too (seed 0).
 - `small`: a third, smaller shape, ViT 64x6, 4 heads, MLP 256 (`shape` "64x6-mlp256"; its dense model trains 10
   epochs), 3 extra epochs, gohsp and Torch-Pruning at 60/80%, 4 seeds, distillation for both (4 seeds) from the
@@ -200,8 +200,8 @@ MLP4_MID_ABLATIONS = ("layer_norm=masked", "layer_norm=dense_statistics", "min_m
 # did not; then the third shape's two other knobs that gained at 80% on its long budget (+0.10, +0.09) were added.
 MLP4_LONG_ABLATIONS = ("hidden=0.25", "hidden=0.25+layer_norm=dense_statistics", "layer_norm=dense_statistics",
                        "block_floor=0.9_of_uniform")  # fmt: skip
-# Then the stronger teacher on this budget (`+kd_cnn`, seeds 0-1), where 7-10 epochs may take more from it than
-# the small pass's 3 did, and distilling gohsp's pruning stage from it too (seed 0).
+# Then the stronger teacher on this budget (`+kd_cnn`; seeds 0-1 first, 2-3 once those had run), where 7-10 epochs
+# may take more from it than the small pass's 3 did, and distilling gohsp's pruning stage from it too (seed 0).
 MLP4_LONG_TEACHER_ABLATIONS = ("kd_cnn+distillation_stages=all",)
 
 
@@ -302,7 +302,7 @@ PASSES = {
     # 60% and seed 3 were added once 80% had run).
     "mlp4-long": Settings(name="mlp4-long", hidden_size=96, intermediate_size=384, dense_epochs=10, admm_epochs=3,
                           finetune_epochs=7, methods=("gohsp", "torch_pruning"), sparsities=(0.6, 0.8),
-                          seeds=(0, 1, 2, 3), distillation=False, cnn_teacher_seeds=(0, 1),
+                          seeds=(0, 1, 2, 3), distillation=False, cnn_teacher_seeds=(0, 1, 2, 3),
                           ablations=MLP4_LONG_ABLATIONS + MLP4_LONG_TEACHER_ABLATIONS,
                           ablation_seeds=MLP4_LONG_ABLATIONS),
     # A third, smaller shape (hidden 64, MLP ratio 4; its dense model trains 10 epochs): 60-80% removed leaves it
