@@ -528,8 +528,7 @@ class Benchmark:
                 # renamed to this pass and its dense model, says where it was trained (`trained_in`, its settings)
                 cached = json.loads((path / "result.json").read_text())
                 saved = {**cached, "run": name, "shape": s.shape, "extra_epochs": s.extra_epochs,
-                         "dense_sha256": self.dense_sha256 or file_sha256(self.dense_path() / "model.safetensors"),
-                         "trained_in": cached.get("trained_in", cached["run"])}  # fmt: skip
+                         "dense_sha256": self.dense_sha256, "trained_in": cached["run"]}  # fmt: skip
                 write_json(self.results_dir / f"{name}.json", saved)
             if saved.get("teacher_sha256") != sha:
                 raise SystemExit(
