@@ -1,6 +1,7 @@
 """The markdown tables of `benchmarks/README.md`'s accuracy section, made from the JSON that `accuracy.py` wrote.
 
 python benchmarks/accuracy_tables.py [results_dir]     # default: benchmarks/results/accuracy
+python benchmarks/accuracy_tables.py --pooled results_dir [...]   # GOHSP's margin over several dense models
 """
 
 from __future__ import annotations
@@ -198,6 +199,25 @@ def ablation_table(results: dict[str, dict], prefix: str = "") -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def pooled(folders: list[Path]) -> list[str]:
+    """GOHSP's margin over Torch-Pruning pooled over results folders (each from its own dense model): per shape,
+    extra epochs and target, the mean of every default gohsp run minus that of every torch_pruning run."""
+    runs = defaultdict(list)
+    for folder in folders:
+        for (_, method, sparsity), found in groups(load(folder)).items():
+            if method in ("gohsp", "torch_pruning"):
+                runs[(found[0]["shape"], found[0]["extra_epochs"], sparsity, method)] += found
+    lines = []
+    for (shape_, epochs, sparsity, method), gohsp in sorted(runs.items()):
+        tp = runs.get((shape_, epochs, sparsity, "torch_pruning"))
+        if method == "gohsp" and tp:
+            lines.append(
+                f"- {shape_}, +{epochs:g} epochs, {sparsity:.0%}: GOHSP {pct(mean(gohsp))} (n={len(gohsp)}) "
+                f"- Torch-Pruning {pct(mean(tp))} (n={len(tp)}) = {100 * (mean(gohsp) - mean(tp)):+.2f} points"
+            )
+    return lines
+
+
 def dense_curve(r: dict) -> list[str]:
     """The learning curve of a dense result, at five epochs."""
     curve = r["learning_curve"]
@@ -210,6 +230,13 @@ def dense_curve(r: dict) -> list[str]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--pooled"]:
+        if not sys.argv[2:]:
+            raise SystemExit(
+                "--pooled needs one or more results folders, e.g. benchmarks/results/accuracy_mlp4_dense3."
+            )
+        print("\n".join(pooled([Path(folder) for folder in sys.argv[2:]])))
+        return
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
     results = load(folder)
     if not results:

@@ -93,6 +93,12 @@ def test_accuracy_benchmark_runs_skips_and_reports(tmp_path):
                              str(tmp_path / "results")], capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "| torch_pruning | " in tables and "main, 60%: GOHSP vs the dense control" in tables
     assert "| importance=norm | " in tables
+    pooled = subprocess.run([sys.executable, str(REPO / "benchmarks" / "accuracy_tables.py"), "--pooled",
+                             str(tmp_path / "results"), str(tmp_path / "other")],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    gohsp, tp = results["gohsp-s60-seed0"]["accuracy"], results["torch_pruning-s60-seed0"]["accuracy"]
+    assert pooled.strip() == (f"- 128x6-mlp256, +2 epochs, 60%: GOHSP {100 * gohsp:.2f} (n=1) - Torch-Pruning "
+                              f"{100 * tp:.2f} (n=1) = {100 * (gohsp - tp):+.2f} points")  # fmt: skip
     plots = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plots.py"), "--accuracy_dir",
                             str(tmp_path / "results"), "--plots_dir", str(tmp_path / "plots")],
                            capture_output=True, text=True, check=True).stdout  # fmt: skip
