@@ -176,6 +176,7 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
                     "teacher": teacher_name(self.teacher_model) if self.teacher_model is not None else "dense model",
                     "alpha": self.args.distillation_alpha,
                     "temperature": self.args.distillation_temperature,
+                    "stages": self.args.distillation_stages,
                 }
         else:
             self.results, self.head_mask = saved["results"], saved["head_mask"]

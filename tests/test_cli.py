@@ -322,7 +322,7 @@ def test_cli_with_the_deit_recipe_and_distillation(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "gohsp_results.json").read_text())
-    assert results["distillation"] == {"teacher": str(teacher), "alpha": 0.5, "temperature": 2.0}
+    assert results["distillation"] == {"teacher": str(teacher), "alpha": 0.5, "temperature": 2.0, "stages": "finetune"}
     losses = [log["loss"] for stage in results["log_history"].values() for log in stage if "loss" in log]
     assert losses and all(math.isfinite(x) for x in losses)
     assert 0 <= results["pruned"]["accuracy"] <= 1

@@ -215,7 +215,12 @@ def test_distillation_from_a_teacher_model(dense_dir, tmp_path):
     trainer = GOHSPTrainer(model=model, args=args, train_dataset=TRAIN, teacher_model=teacher)
     trainer.train()
     assert trainer.teacher is teacher and not any(p.requires_grad for p in teacher.parameters())
-    assert trainer.results["distillation"] == {"teacher": "CNNTeacher", "alpha": 0.5, "temperature": 2.0}
+    assert trainer.results["distillation"] == {
+        "teacher": "CNNTeacher",
+        "alpha": 0.5,
+        "temperature": 2.0,
+        "stages": "finetune",
+    }
     student = trainer.model.train()
     batch = {"pixel_values": TRAIN.pixel_values[:8], "labels": torch.tensor(TRAIN.labels[:8])}
     with torch.no_grad():
