@@ -218,6 +218,7 @@ class Settings:
     intermediate_size: int = 256
     dense_epochs: float = 30
     dense_learning_rate: float = 1e-3
+    dense_seed: int = 0  # another seed trains another dense model of the shape (retraining one is bit-identical)
     admm_epochs: float = 1
     finetune_epochs: float = 2
     learning_rate: float = 5e-4
@@ -432,8 +433,9 @@ class Benchmark:
         self.train, self.test = data
         self.prefix = "" if settings.name == "main" else f"{settings.name}-"
         # Passes that train the same dense model (main, mid, mid45, long; mlp4, mlp4-mid) share it and its result,
-        # named after the first of them: `dense`, `mlp4-dense`.
-        first = next((p for p in PASSES.values() if dense_key(p) == dense_key(settings)), settings)
+        # named after the first of them: `dense`, `mlp4-dense` (with `--set dense_seed=N` too: that seed's model).
+        key, seed = dense_key(settings), settings.dense_seed
+        first = next((p for p in PASSES.values() if dense_key(replace(p, dense_seed=seed)) == key), settings)
         self.dense_name = "dense" if first.name == "main" else f"{first.name}-dense"
         self.dense_sha256 = None  # of the dense model the runs started from (set when it is loaded or trained)
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -478,7 +480,7 @@ class Benchmark:
                 "or has another dense_sha256). Copy the matching result there, or delete the folder to retrain it."
             )
         s, start = self.s, time.perf_counter()
-        torch.manual_seed(0)
+        torch.manual_seed(s.dense_seed)
         model = ViTForImageClassification(ViTConfig(
             image_size=28, patch_size=7, num_channels=1, hidden_size=s.hidden_size,
             num_hidden_layers=s.num_hidden_layers, num_attention_heads=s.num_attention_heads,
@@ -486,7 +488,7 @@ class Benchmark:
         with tempfile.TemporaryDirectory() as tmp:
             args = TrainingArguments(tmp, num_train_epochs=s.dense_epochs, learning_rate=s.dense_learning_rate,
                                      warmup_steps=math.ceil(len(self.train) / s.batch_size), eval_strategy="epoch",
-                                     **training_kwargs(s, seed=0))  # fmt: skip
+                                     **training_kwargs(s, seed=s.dense_seed))  # fmt: skip
             trainer = Trainer(model=model, args=args, train_dataset=self.train, eval_dataset=self.test,
                               compute_metrics=accuracy)  # fmt: skip
             trainer.train()
@@ -743,7 +745,8 @@ def write_json(path: Path, data: dict) -> None:
 def dense_key(s: Settings) -> str:
     """What the dense model depends on (its cache folder's name)."""
     shape = f"{s.hidden_size}x{s.num_hidden_layers}x{s.num_attention_heads}x{s.intermediate_size}"
-    return f"{s.train_size}-{shape}-e{s.dense_epochs:g}-lr{s.dense_learning_rate:g}"
+    seed = f"-seed{s.dense_seed}" if s.dense_seed else ""  # seed 0's folders keep the names they had
+    return f"{s.train_size}-{shape}-e{s.dense_epochs:g}-lr{s.dense_learning_rate:g}{seed}"
 
 
 def _pct(sparsity: float) -> int:

@@ -198,6 +198,12 @@ def test_passes_of_one_shape_share_its_dense_model_and_tables_tell_passes_apart(
         "mlp4": "mlp4-dense", "mlp4-mid": "mlp4-dense", "mlp4-high": "mlp4-dense", "mlp4-long": "mlp4-dense",
         "small": "small-dense", "small-long": "small-dense"}  # fmt: skip
     assert names["mlp4-mid"].dense_path() == names["mlp4"].dense_path() != names["mid45"].dense_path()
+    # Another dense seed is another model of the shape: its own cache folder, shared and named as seed 0's.
+    seeded = {name: accuracy.Benchmark(accuracy.replace(accuracy.PASSES[name], dense_seed=1), tmp_path, tmp_path,
+                                       (None, None)) for name in ("mlp4", "mlp4-long")}  # fmt: skip
+    assert seeded["mlp4"].dense_path() == seeded["mlp4-long"].dense_path() != names["mlp4"].dense_path()
+    assert seeded["mlp4"].dense_path().name == names["mlp4"].dense_path().name + "-seed1"
+    assert seeded["mlp4-long"].dense_name == "mlp4-dense"
     tables = import_benchmark("accuracy_tables")
     assert set(tables.PASSES.values()) == set(accuracy.PASSES)
     for run, pass_name in (("gohsp-s60-seed0", "main"), ("mid-gohsp-s80-seed1", "mid"), ("mid45-control", "mid45"),
