@@ -97,8 +97,15 @@ def test_accuracy_benchmark_runs_skips_and_reports(tmp_path):
                              str(tmp_path / "results"), str(tmp_path / "other")],
                             capture_output=True, text=True, check=True).stdout  # fmt: skip
     gohsp, tp = results["gohsp-s60-seed0"]["accuracy"], results["torch_pruning-s60-seed0"]["accuracy"]
+    control = results["control"]["accuracy"]
     assert pooled.strip() == (f"- 128x6-mlp256, +2 epochs, 60%: GOHSP {100 * gohsp:.2f} (n=1) - Torch-Pruning "
-                              f"{100 * tp:.2f} (n=1) = {100 * (gohsp - tp):+.2f} points")  # fmt: skip
+                              f"{100 * tp:.2f} (n=1) = {100 * (gohsp - tp):+.2f} points; against their dense control "
+                              f"trained as long: GOHSP {100 * (gohsp - control):+.2f}, Torch-Pruning "
+                              f"{100 * (tp - control):+.2f}")  # fmt: skip
+    # the goals say how far above the control trained as long GOHSP must end for a 0.5-point lead
+    assert (f"- main, 60%, against the dense control trained as long ({100 * control:.2f}): GOHSP "
+            f"{100 * (gohsp - control):+.2f}, Torch-Pruning {100 * (tp - control):+.2f}; a 0.5-point lead needs GOHSP "
+            f"at {0.5 + 100 * (tp - control):+.2f} or above.") in tables  # fmt: skip
     plots = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plots.py"), "--accuracy_dir",
                             str(tmp_path / "results"), "--plots_dir", str(tmp_path / "plots")],
                            capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -310,3 +317,34 @@ def test_ablation_tables_show_the_budgets_the_ablations_ran_at():
     main = tables.ablation_table(results)
     assert main[0].startswith("| gohsp with | 60%: accuracy (seeds) |") and "80%" in main[0] and "90%" not in main[0]
     assert main[2] == "| x=1 | - | - | - | 88.00 | -2.00 | 50.00 / 50.00 |"
+
+
+def test_pooled_margins_measure_each_tool_from_its_own_folders_dense_control(tmp_path):
+    """Pooled over dense models, each run is measured from the dense control of its own folder (same shape, same
+    extra epochs); runs whose folder has no such control are left out of that part, and the line says how many."""
+    tables = import_benchmark("accuracy_tables")
+
+    def write(folder, name, method, accuracy, seed=0, epochs=3):
+        folder.mkdir(exist_ok=True)
+        r = {
+            "method": method,
+            "sparsity": 0.6,
+            "seed": seed,
+            "accuracy": accuracy,
+            "shape": "s",
+            "extra_epochs": epochs,
+        }
+        (folder / f"{name}.json").write_text(json.dumps(r))
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(a, "control", "control", 0.90)
+    write(a, "long-control", "control", 0.50, epochs=10)  # another budget's control: not this one's
+    write(a, "gohsp-s60-seed0", "gohsp", 0.89)
+    write(a, "torch_pruning-s60-seed0", "torch_pruning", 0.87)
+    write(b, "gohsp-s60-seed1", "gohsp", 0.85, seed=1)
+    write(b, "torch_pruning-s60-seed1", "torch_pruning", 0.85, seed=1)
+    assert tables.pooled([a, b]) == [
+        "- s, +3 epochs, 60%: GOHSP 87.00 (n=2) - Torch-Pruning 86.00 (n=2) = +1.00 points; against their dense "
+        "control trained as long (the 1 and 1 runs with one): GOHSP -1.00, Torch-Pruning -3.00"
+    ]
+    assert tables.pooled([b]) == ["- s, +3 epochs, 60%: GOHSP 85.00 (n=1) - Torch-Pruning 85.00 (n=1) = +0.00 points"]
