@@ -105,20 +105,44 @@ def export_pruned_model(
 
 def _sliced_state_dict(model: nn.Module, structure: PrunedStructure) -> dict[str, torch.Tensor]:
     """The dense state dict with every tensor of the group table index-selected (`groups.Layout`), under `vit.`."""
+    return slice_like_export(model, structure, model.state_dict())
+
+
+def slice_like_export(
+    model: nn.Module, structure: PrunedStructure, tensors: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Slice tensors shaped like `model`'s parameters (its state dict, or an optimizer's moments) as the export
+    slices the parameters, and name them as the exported model does.
+
+    Args:
+        model: the dense (masked) ViT/DeiT that `structure` describes.
+        structure: what to keep in each block.
+        tensors: `{name in model.state_dict(): tensor of that entry's shape}`; names may be missing.
+
+    Returns:
+        `{name in the exported model's state dict: sliced copy}`, for the names given.
+    """
     layout = Layout.from_model(model, hidden=structure.hidden is not None)
     sizes = {kind: dense_size(structure.dims, kind) for kind in (*KINDS, "hidden")}
     blocks = [{kind.name: getattr(layer, kind.field) for kind in GROUP_KINDS} for layer in structure.layers]
     hidden = {} if structure.hidden is None else {"hidden": structure.hidden}
-    state = model.state_dict()
+    state = dict(tensors)
     for name in layout.parameters(model):
+        if name not in state:
+            continue
         block = layout.block_index(name)
         kept = ({} if block is None else blocks[block]) | hidden
         for axis, kinds in enumerate(layout.axes(name)):
             if kinds and all(kind in kept for kind in kinds):
                 index = flat_indices(kinds, kept, sizes).to(state[name].device)
                 state[name] = state[name].index_select(axis, index)
+    return {exported_name(model, k): v.clone() for k, v in state.items()}
+
+
+def exported_name(model: nn.Module, name: str) -> str:
+    """The name of `model`'s state-dict entry `name` in the exported model (whose base model is `vit`)."""
     prefix = base_model_prefix(model) + "."
-    return {("vit." + k[len(prefix) :] if k.startswith(prefix) else k): v.clone() for k, v in state.items()}
+    return "vit." + name[len(prefix) :] if name.startswith(prefix) else name
 
 
 def save_pruned_model(

@@ -123,6 +123,10 @@ class GOHSPConfig(TrainingArguments):
             (as a one-shot prune followed by fine-tuning has); `False`: each stage has its own. Default: on for
             `gohsp` (it measured better where `gohsp` trailed Torch-Pruning, docs/method.md), off for
             `gohsp_paper` and the baselines, and off with `reduce_lr_on_plateau`, which is not step-wise.
+        carry_optimizer_state (`bool`, defaults to `False`): fine-tuning starts from the optimizer state the pruning
+            stage ended in (Adam's moments of the kept weights, sliced as the export slices them) instead of a
+            fresh optimizer, which moves every weight by about the full learning rate in its first steps (it
+            measured neutral, docs/method.md).
         distillation_alpha (`float`, defaults to `0.0`): weight of the KL to the teacher's logits (0: off); the
             teacher is the dense model unless `GOHSPTrainer(teacher_model=...)` names another.
         distillation_temperature (`float`, defaults to `2.0`): softmax temperature of that KL.
@@ -228,6 +232,13 @@ class GOHSPConfig(TrainingArguments):
             "help": "One warm-up and one decay of lr_scheduler_type over the pruning stage and fine-tuning together "
             "(fine-tuning continues where the pruning stage stopped); False: each stage has its own. Default: on "
             "for gohsp, off for gohsp_paper and the baselines."
+        },
+    )
+    carry_optimizer_state: bool = field(
+        default=False,
+        metadata={
+            "help": "Fine-tune from the optimizer state the pruning stage ended in (the kept weights' moments), "
+            "not a fresh optimizer."
         },
     )
     distillation_alpha: float = field(

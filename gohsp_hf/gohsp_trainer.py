@@ -41,6 +41,7 @@ from .methods import PRUNING_METHODS, stage_folders
 from .model_card import model_card, structure_plot, summary_table
 from .model_utils import load_teacher, model_dims, model_variant, teacher_name
 from .modeling_gohsp_vit import GOHSPViTForImageClassification
+from .optimizer_state import load_optimizer_state, sliced_optimizer_state
 from .structure import PrunedStructure, apply_masks
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         self.last_penalty: torch.Tensor | None = None
         self.last_task_loss: torch.Tensor | None = None
         self.pruning_metrics: dict[str, float] = {}  # the method's latest metrics, merged into the next log
+        self.carried_optimizer_state: dict[str, dict] | None = None  # for fine-tuning's optimizer
         self.results: dict = {}
 
     # ---------------------------------------------------------------- the stages, top to bottom
@@ -206,6 +208,9 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         pruned = export_pruned_model(model, self.structure, provenance, layer_norm).to(model.device)
         if self.is_world_process_zero():  # only the main process reports; the masked model times like the dense one
             self.results["speed"] = compare_speed(model, pruned)
+        if args.carry_optimizer_state and self.optimizer is not None and not args.finetune_with_lora:
+            # accelerate's optimizer exposes the torch optimizer's `state`; fine-tuning's new optimizer loads it
+            self.carried_optimizer_state = sliced_optimizer_state(self.optimizer, model, self.structure)
         self._use_model(pruned)
         return self.structure
 
@@ -315,6 +320,17 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
         implementation = target.config._attn_implementation
         loaded = type(target).from_pretrained(resume_from_checkpoint, attn_implementation=implementation)
         target.load_state_dict(loaded.state_dict(), strict=True)
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer; with `carry_optimizer_state`, fine-tuning's starts from the state the pruning
+        stage ended in (a checkpoint it resumes from then replaces it, as usual)."""
+        optimizer = super().create_optimizer(model)
+        if self.carried_optimizer_state is not None and self.stage == "finetune":
+            target = self.model if model is None else model
+            count = load_optimizer_state(optimizer, target, self.carried_optimizer_state)
+            self.results["carried_optimizer_state"] = count  # parameters that continued their state
+            self.carried_optimizer_state = None
+        return optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         """The Trainer's scheduler for the current stage; with `lr_scheduler_across_stages`, one schedule over the

@@ -577,3 +577,19 @@ def test_learning_rate_schedule_per_stage_or_across_stages(dense_dir, tmp_path, 
     steps = 16 if across else 8
     expected = [1e-3 * (1 - (k % steps) / steps) for k in range(16)]  # the rate each step trained with
     assert rates == pytest.approx(expected)
+
+
+def test_carry_optimizer_state_continues_adam_across_the_hard_prune(dense_dir, tmp_path):
+    """With `carry_optimizer_state`, fine-tuning's optimizer starts from the pruning stage's moments: its step
+    count runs on from 8 to 14; without, every parameter restarts at step 1."""
+    for carry in (True, False):
+        args = gohsp_args(tmp_path / f"out-{carry}", soft_pruning="gradual", admm_max_steps=8, admm_update_steps=4,
+                          finetune_max_steps=6, carry_optimizer_state=carry)  # fmt: skip
+        dense = ViTForImageClassification.from_pretrained(dense_dir)
+        trainer = GOHSPTrainer(model=dense, args=args, train_dataset=TRAIN)
+        trainer.train()
+        params = list(trainer.model.parameters())
+        steps = {trainer.optimizer.state[p]["step"].item() for p in params}
+        assert steps == ({14} if carry else {6})
+        assert trainer.results.get("carried_optimizer_state") == (len(params) if carry else None)
+    assert gohsp_args("unused").carry_optimizer_state is False
