@@ -166,6 +166,9 @@ ABLATIONS = {
     "kd+distillation_stages=all": dict(KD, distillation_stages="all"),
     # ... from the CNN teacher (compare with gohsp+kd_cnn, which distils fine-tuning only)
     "kd_cnn+distillation_stages=all": dict(KD, distillation_stages="all", teacher="cnn"),
+    # fine-tuning continues the pruning stage's Adam moments (sliced with the weights) instead of a fresh optimizer,
+    # which moves every weight by about the full rate in its first steps, with no warm-up where the schedule is
+    "carry_optimizer_state": dict(carry_optimizer_state=True),
     # the small-long pass's two knobs that gained at 80% (a wider residual stream, the dense statistics) together
     "hidden=0.25+layer_norm=dense_statistics": dict(
         prune_hidden_size=True, hidden_sparsity=0.25, hidden_layer_norm="dense_statistics"
@@ -176,7 +179,7 @@ ABLATIONS = {
 SEEDED_ABLATIONS = ("soft_pruning=none", "pruning_epochs=0.5", "hidden=0.5", "block_floor=0.18", "lr_per_stage",
                     "block_floor=0.9_of_uniform", "layer_norm=masked", "layer_norm=gradual",
                     "layer_norm=rescaled", "layer_norm=dense_statistics", "min_mlp_width=32",
-                    "min_mlp_width=64")  # fmt: skip
+                    "min_mlp_width=64", "carry_optimizer_state")  # fmt: skip
 # The ablations the 6-epoch passes run with every seed (the mid pass adds one at seed 0).
 MID_ABLATIONS = ("layer_norm=masked", "layer_norm=dense_statistics", "min_mlp_width=32", "min_mlp_width=64",
                  "min_mlp_width=112", "hidden=0.5", "hidden=0.6")  # fmt: skip
