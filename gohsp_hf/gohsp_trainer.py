@@ -323,9 +323,10 @@ class GOHSPTrainer(BatchMixingMixin, Trainer):
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; with `carry_optimizer_state`, fine-tuning's starts from the state the pruning
-        stage ended in (a checkpoint it resumes from then replaces it, as usual)."""
+        stage ended in (set by `hard_prune`, so the next optimizer is fine-tuning's; a checkpoint it resumes from
+        then replaces it, as usual)."""
         optimizer = super().create_optimizer(model)
-        if self.carried_optimizer_state is not None and self.stage == "finetune":
+        if self.carried_optimizer_state is not None:
             target = self.model if model is None else model
             count = load_optimizer_state(optimizer, target, self.carried_optimizer_state)
             self.results["carried_optimizer_state"] = count  # parameters that continued their state

@@ -33,8 +33,8 @@ def test_sliced_moments_are_the_export_of_the_moments(variant, hidden, pixel_val
     for key in ("exp_avg", "exp_avg_sq"):
         moments = copy.deepcopy(model)
         with torch.no_grad():
-            for p in moments.parameters():
-                p.copy_(optimizer.state[dict(zip(moments.parameters(), model.parameters()))[p]][key])
+            for copied, original in zip(moments.parameters(), model.parameters()):
+                copied.copy_(optimizer.state[original][key])
         expected = dict(export_pruned_model(moments, structure).named_parameters())
         for name, entry in state.items():
             torch.testing.assert_close(entry[key], expected[name], rtol=0, atol=0)
