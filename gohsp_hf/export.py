@@ -99,13 +99,8 @@ def export_pruned_model(
     config = pruned_config(model, structure, provenance, layer_norm)
     config._attn_implementation = model.config._attn_implementation
     pruned = GOHSPViTForImageClassification(config).to(dtype=next(model.parameters()).dtype)
-    pruned.load_state_dict(_sliced_state_dict(model, structure), strict=True)
+    pruned.load_state_dict(slice_like_export(model, structure, model.state_dict()), strict=True)
     return pruned.train(model.training)
-
-
-def _sliced_state_dict(model: nn.Module, structure: PrunedStructure) -> dict[str, torch.Tensor]:
-    """The dense state dict with every tensor of the group table index-selected (`groups.Layout`), under `vit.`."""
-    return slice_like_export(model, structure, model.state_dict())
 
 
 def slice_like_export(
